@@ -1,0 +1,110 @@
+"""The one error root of macroslow-mcp.
+
+Every failure the server anticipates is a `MacroslowError` carrying a stable `code` that agents,
+the CLI and (later) receipts can rely on. Third-party exceptions are mapped to these at one seam per
+backend (`raise ... from exc`); nothing else leaks out of `mcp_server`.
+
+    MacroslowError                      code
+    ├── InvalidDocument                 invalid_document     malformed or unsafe MAML, bad arguments
+    ├── RequestTooLarge                 request_too_large    over a configured size or count limit
+    ├── SignatureInvalid                signature_invalid    missing, malformed, forged or untrusted signature
+    ├── KeyStoreError                   key_error            key missing, unreadable, locked or of the wrong kind
+    ├── NotFound                        not_found            no such workflow, key or job
+    ├── Unauthenticated                 unauthenticated      no or bad credentials
+    ├── Forbidden                       forbidden            credentials fine, permission missing
+    ├── RateLimited                     rate_limited         quota or budget spent; carries `retry_after`
+    └── BackendUnavailable              backend_unavailable  a backend (database, simulator, upstream) failed
+
+Messages are written for the caller to act on. They never carry keys, tokens, stack traces or raw
+upstream text.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class MacroslowError(Exception):
+    """Root of every anticipated failure; `code` is stable, `message` is for people and models."""
+
+    code: ClassVar[str] = "error"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details:
+            data["details"] = self.details
+        return data
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+class InvalidDocument(MacroslowError):
+    """A MAML document (or an argument) is malformed or unsafe.
+
+    `field` and `line` (1-based, in the whole document) point at the problem when known.
+    """
+
+    code = "invalid_document"
+
+    def __init__(self, message: str, *, field: str | None = None, line: int | None = None) -> None:
+        where = []
+        if field:
+            where.append(f"field '{field}'")
+        if line:
+            where.append(f"line {line}")
+        text = f"{', '.join(where)}: {message}" if where else message
+        details: dict[str, Any] = {}
+        if field:
+            details["field"] = field
+        if line:
+            details["line"] = line
+        super().__init__(text, **details)
+        self.field = field
+        self.line = line
+
+
+class RequestTooLarge(MacroslowError):
+    """Over a limit; `requested` and `allowed` carry the numbers."""
+
+    code = "request_too_large"
+
+    def __init__(self, message: str, *, requested: int, allowed: int) -> None:
+        super().__init__(f"{message} ({requested} > {allowed})", requested=requested, allowed=allowed)
+
+
+class SignatureInvalid(MacroslowError):
+    code = "signature_invalid"
+
+
+class KeyStoreError(MacroslowError):
+    code = "key_error"
+
+
+class NotFound(MacroslowError):
+    code = "not_found"
+
+
+class Unauthenticated(MacroslowError):
+    code = "unauthenticated"
+
+
+class Forbidden(MacroslowError):
+    code = "forbidden"
+
+
+class RateLimited(MacroslowError):
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message, retry_after=round(retry_after, 3))
+        self.retry_after = retry_after
+
+
+class BackendUnavailable(MacroslowError):
+    code = "backend_unavailable"

@@ -1,0 +1,64 @@
+"""Creating the home directory: keys, trust store, workflows, and an example workflow.
+
+Idempotent, and it never overwrites a key: `init` run twice changes nothing the second time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from mcp_server.crypto.keys import KeyStore, TrustStore
+from mcp_server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+EXAMPLE_NAME = "ghz.maml.md"
+
+
+def example_workflow() -> str:
+    return resources.files("mcp_server.examples").joinpath(EXAMPLE_NAME).read_text(encoding="utf-8")
+
+
+def open_keys(settings: Settings) -> KeyStore:
+    return KeyStore(settings.keys_path, TrustStore(settings.trust_path), settings.passphrase_bytes())
+
+
+@dataclass
+class InitReport:
+    home: Path
+    created: list[str] = field(default_factory=list)
+    key_id: str | None = None
+    key_encrypted: bool = False
+    new_key: bool = False
+
+
+def initialize(settings: Settings, *, example: bool = True) -> InitReport:
+    """Create what is missing; report what was created."""
+    report = InitReport(home=settings.home)
+    for path in (settings.home, settings.keys_path, settings.trust_path, settings.workflows_path):
+        if not path.exists():
+            path.mkdir(parents=True, exist_ok=True)
+            report.created.append(str(path))
+    os.chmod(settings.keys_path, 0o700)
+    keys = open_keys(settings)
+    kid = keys.default_key_id()
+    if kid is None and not keys.ids():
+        info = keys.generate(settings.signing_algorithm)
+        kid = info.key_id
+        report.new_key = True
+        report.created.append(f"signing key {kid} ({info.algorithm})")
+    elif kid is None:
+        kid = keys.ids()[0]
+        keys.set_default(kid)
+    report.key_id = kid
+    report.key_encrypted = keys.info(kid).encrypted
+    if example:
+        target = settings.workflows_path / EXAMPLE_NAME
+        if not target.exists():
+            target.write_text(example_workflow(), encoding="utf-8")
+            report.created.append(str(target))
+    return report

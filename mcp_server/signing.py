@@ -1,0 +1,203 @@
+"""Signing and verifying MAML documents, embedded (`signature:` in the front matter) or detached.
+
+`verify_signature` returns nothing or raises `SignatureInvalid`; `inspect_signature` turns the same
+checks into a report (valid, key id, trusted, reasons) for tools and the CLI.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from mcp_server.crypto import mldsa
+from mcp_server.crypto.keys import KeyStore, check_key_id
+from mcp_server.errors import InvalidDocument, KeyStoreError, MacroslowError, NotFound, SignatureInvalid
+from mcp_server.maml import parser, strict_yaml
+from mcp_server.maml.model import MamlDocument, SignatureBlock
+
+DETACHED_FORMAT = "maml-detached-signature/1"
+
+
+def digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class Signed:
+    signed_document: str
+    document_id: str
+    key_id: str
+    algorithm: str
+    digest: str
+
+
+@dataclass
+class Report:
+    """The outcome of checking a document's signature; `valid` means the bytes verify."""
+
+    valid: bool = False
+    trusted: bool = False
+    signed: bool = False
+    key_id: str | None = None
+    algorithm: str | None = None
+    digest: str | None = None
+    document_id: str | None = None
+    reasons: list[str] = field(default_factory=list)
+
+
+def _signing_key(keys: KeyStore, key_id: str | None) -> tuple[str, mldsa.PrivateKey]:
+    kid = key_id or keys.default_key_id()
+    if kid is None:
+        raise KeyStoreError("no signing key: run `macroslow-mcp init` or `macroslow-mcp keys generate`")
+    return kid, keys.private_key(check_key_id(kid))
+
+
+def sign_document(document: str | bytes, keys: KeyStore, *, key_id: str | None = None,
+                  limits: parser.Limits | None = None) -> Signed:
+    """Validate, then sign the canonical bytes and embed the signature block (replacing any old one)."""
+    limits = limits or parser.Limits()
+    parsed = parser.parse(document, limits)
+    kid, private = _signing_key(keys, key_id)
+    algorithm = mldsa.algorithm_of(private)
+    canonical = parser.canonical_text(parsed.text).encode("utf-8")
+    value = base64.b64encode(mldsa.sign(private, canonical)).decode("ascii")
+    block = [
+        "signature:",
+        f"  algorithm: {algorithm.value}",
+        f"  key_id: {kid}",
+        f'  digest: "{digest(canonical)}"',
+        f'  value: "{value}"',
+    ]
+    signed = parser.replace_signature(parsed.text, block)
+    return Signed(signed_document=signed, document_id=parsed.id, key_id=kid, algorithm=algorithm.value, digest=digest(canonical))
+
+
+def sign_detached(document: str | bytes, keys: KeyStore, *, key_id: str | None = None,
+                  limits: parser.Limits | None = None) -> dict[str, Any]:
+    """A detached signature (JSON object) over the same canonical bytes, for files that must not change."""
+    limits = limits or parser.Limits()
+    parsed = parser.parse(document, limits)
+    kid, private = _signing_key(keys, key_id)
+    canonical = parser.canonical_text(parsed.text).encode("utf-8")
+    return {
+        "format": DETACHED_FORMAT,
+        "document_id": parsed.id,
+        "algorithm": mldsa.algorithm_of(private).value,
+        "key_id": kid,
+        "digest": digest(canonical),
+        "value": base64.b64encode(mldsa.sign(private, canonical)).decode("ascii"),
+    }
+
+
+def parse_detached(data: str | bytes) -> SignatureBlock:
+    try:
+        obj = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SignatureInvalid(f"detached signature is not JSON: {exc}") from None
+    if not isinstance(obj, dict) or obj.get("format") != DETACHED_FORMAT:
+        raise SignatureInvalid(f"detached signature must be a JSON object with format {DETACHED_FORMAT!r}")
+    try:
+        return SignatureBlock(
+            algorithm=obj["algorithm"], key_id=obj["key_id"], value=obj["value"], digest=obj.get("digest")
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SignatureInvalid(f"detached signature is missing or has a bad field: {exc}") from None
+
+
+def _same_front_matter(parsed: MamlDocument, limits: parser.Limits) -> None:
+    """What is signed must mean what is used: the canonical front matter must parse to the same fields.
+
+    Removing the signature lines is a textual rule; this closes any gap between that rule and YAML
+    (say, a signature block wedged inside a multi-line scalar).
+    """
+    canonical = parser.split(parser.canonical_text(parsed.text))
+    data = strict_yaml.load(canonical.front_matter, max_depth=limits.max_depth, line_offset=2)
+    used = parsed.front_matter.model_dump(mode="python", exclude={"signature"}, exclude_unset=True)
+    signed_front = type(parsed.front_matter).model_validate(data).model_dump(
+        mode="python", exclude={"signature"}, exclude_unset=True
+    )
+    if used != signed_front:
+        raise SignatureInvalid("the signature block is not a plain top-level front matter entry")
+
+
+def verify_signature(parsed: MamlDocument, keys: KeyStore, *, block: SignatureBlock | None = None,
+                     limits: parser.Limits | None = None) -> tuple[str, mldsa.Algorithm]:
+    """Check the embedded (or given detached) signature; return (key id, algorithm) or raise.
+
+    Says nothing about trust: callers decide whether the key id must be in the trust store.
+    """
+    limits = limits or parser.Limits()
+    block = block or parsed.front_matter.signature
+    if block is None:
+        raise SignatureInvalid("document is not signed")
+    algorithm = mldsa.parse_algorithm(block.algorithm)
+    try:
+        kid = check_key_id(block.key_id)
+    except KeyStoreError as exc:
+        raise SignatureInvalid(exc.message) from None
+    public = keys.public_key(kid)
+    if public is None:
+        raise SignatureInvalid(f"unknown key {kid}: add its public key with `macroslow-mcp keys trust`")
+    key_algorithm = mldsa.algorithm_of(public)
+    if key_algorithm != algorithm:
+        raise SignatureInvalid(f"wrong algorithm: signature says {algorithm}, key {kid} is {key_algorithm}")
+    try:
+        raw = base64.b64decode(block.value, validate=True)
+    except (binascii.Error, ValueError):
+        raise SignatureInvalid("signature value is not valid base64") from None
+    canonical = parser.canonical_text(parsed.text).encode("utf-8")
+    if block.digest is not None and block.digest != digest(canonical):
+        raise SignatureInvalid("document changed after signing (digest mismatch)")
+    mldsa.verify(public, raw, canonical)
+    if block is parsed.front_matter.signature:
+        _same_front_matter(parsed, limits)
+    return kid, algorithm
+
+
+def inspect_signature(document: str | bytes, keys: KeyStore, *, detached: str | bytes | None = None,
+                      limits: parser.Limits | None = None) -> Report:
+    """Verify and explain. Malformed or tampered input is a report with reasons, never an exception,
+    except for oversized input (`RequestTooLarge`), which is refused before parsing."""
+    limits = limits or parser.Limits()
+    report = Report()
+    text = parser.to_text(document, limits)
+    report.digest = digest(parser.canonical_text(text).encode("utf-8")) if _splits(text) else None
+    try:
+        parsed = parser.parse(text, limits)
+    except InvalidDocument as exc:
+        report.reasons.append(str(exc))
+        return report
+    report.document_id = parsed.id
+    try:
+        block = parse_detached(detached) if detached is not None else parsed.front_matter.signature
+    except SignatureInvalid as exc:
+        report.reasons.append(str(exc))
+        return report
+    if block is not None:
+        report.signed = True
+        report.key_id, report.algorithm = block.key_id, block.algorithm
+    try:
+        kid, algorithm = verify_signature(parsed, keys, block=block, limits=limits)
+    except (SignatureInvalid, NotFound, KeyStoreError) as exc:
+        report.reasons.append(str(exc))
+        return report
+    except MacroslowError as exc:  # pragma: no cover - defensive: every failure becomes a reason
+        report.reasons.append(str(exc))
+        return report
+    report.valid = True
+    report.trusted = keys.trust.contains(kid)
+    if not report.trusted:
+        report.reasons.append(f"signature_invalid: key {kid} is not in the trust store")
+    return report
+
+
+def _splits(text: str) -> bool:
+    try:
+        parser.split(text)
+    except InvalidDocument:
+        return False
+    return True

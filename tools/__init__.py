@@ -1,0 +1,17 @@
+"""MCP tool adapters: one module per tool, each with `register(server, state)`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mcp.server.mcpserver import MCPServer
+
+from mcp_server.state import AppState
+from tools import sign_maml, validate_maml, verify_maml
+
+MODULES = (validate_maml, sign_maml, verify_maml)
+
+
+def register_all(server: MCPServer[Any], state: AppState) -> None:
+    for module in MODULES:
+        module.register(server, state)

@@ -1,0 +1,58 @@
+"""Tool `verify_maml`: check a MAML document's signature and whether its key is trusted."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from mcp.server.mcpserver import MCPServer
+from mcp_types import ToolAnnotations
+from pydantic import BaseModel, Field
+
+from mcp_server.adapters import tool_adapter
+from mcp_server.signing import inspect_signature
+from mcp_server.state import AppState
+from tools.validate_maml import DOCUMENT
+
+
+class VerifyResult(BaseModel):
+    valid: bool = Field(description="The signature verifies over the document's canonical bytes.")
+    trusted: bool = Field(description="The signing key is in this server's trust store.")
+    signed: bool = Field(description="The document carries a signature at all.")
+    document_id: str | None = None
+    key_id: str | None = None
+    algorithm: str | None = None
+    digest: str | None = Field(default=None, description="sha256 of the canonical bytes.")
+    reasons: list[str] = Field(default_factory=list, description="Why not valid or not trusted; empty if both.")
+
+
+def register(server: MCPServer[Any], state: AppState) -> None:
+    @tool_adapter
+    async def verify_maml(
+        document: DOCUMENT,
+        detached_signature: Annotated[
+            str | None,
+            Field(description="A detached signature (the JSON of a .sig file); omit to check the embedded one."),
+        ] = None,
+    ) -> VerifyResult:
+        """Verify a MAML document's ML-DSA signature and report whether the signing key is trusted.
+
+        A document counts as authentic only when both `valid` and `trusted` are true. Tampered,
+        unsigned or malformed documents are answered with valid=false and the reasons, not an error.
+        """
+        report = inspect_signature(document, state.keys, detached=detached_signature, limits=state.limits)
+        return VerifyResult(
+            valid=report.valid,
+            trusted=report.trusted,
+            signed=report.signed,
+            document_id=report.document_id,
+            key_id=report.key_id,
+            algorithm=report.algorithm,
+            digest=report.digest,
+            reasons=report.reasons,
+        )
+
+    server.add_tool(
+        verify_maml,
+        title="Verify a MAML signature",
+        annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False),
+    )
