@@ -13,7 +13,7 @@ import inspect
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import Annotated, ParamSpec, TypeVar
 
 from mcp_types import CallToolResult, TextContent
 from pydantic import BaseModel
@@ -59,5 +59,3 @@ def tool_adapter(fn: Callable[P, Awaitable[M]]) -> Callable[P, Awaitable[CallToo
     )
     wrapper.__annotations__ = {**fn.__annotations__, "return": Annotated[CallToolResult, model]}
     return wrapper
-
-

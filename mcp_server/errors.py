@@ -8,7 +8,7 @@ backend (`raise ... from exc`); nothing else leaks out of `mcp_server`.
     ├── InvalidDocument                 invalid_document     malformed or unsafe MAML, bad arguments
     ├── RequestTooLarge                 request_too_large    over a configured size or count limit
     ├── SignatureInvalid                signature_invalid    missing, malformed, forged or untrusted signature
-    ├── KeyStoreError                   key_error            key missing, unreadable, locked or of the wrong kind
+    ├── KeyStoreError                   key_error            key unreadable, locked or of the wrong kind
     ├── NotFound                        not_found            no such workflow, key or job
     ├── Unauthenticated                 unauthenticated      no or bad credentials
     ├── Forbidden                       forbidden            credentials fine, permission missing

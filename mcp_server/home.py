@@ -24,7 +24,12 @@ def example_workflow() -> str:
 
 
 def open_keys(settings: Settings) -> KeyStore:
-    return KeyStore(settings.keys_path, TrustStore(settings.trust_path), settings.passphrase_bytes())
+    return KeyStore(
+        settings.keys_path,
+        TrustStore(settings.trust_path),
+        settings.passphrase_bytes(),
+        default_key_id=settings.signing_key_id,
+    )
 
 
 @dataclass
@@ -45,7 +50,7 @@ def initialize(settings: Settings, *, example: bool = True) -> InitReport:
             report.created.append(str(path))
     os.chmod(settings.keys_path, 0o700)
     keys = open_keys(settings)
-    kid = keys.default_key_id()
+    kid = keys.stored_default()
     if kid is None and not keys.ids():
         info = keys.generate(settings.signing_algorithm)
         kid = info.key_id
@@ -54,8 +59,8 @@ def initialize(settings: Settings, *, example: bool = True) -> InitReport:
     elif kid is None:
         kid = keys.ids()[0]
         keys.set_default(kid)
-    report.key_id = kid
-    report.key_encrypted = keys.info(kid).encrypted
+    report.key_id = keys.default_key_id() or kid
+    report.key_encrypted = keys.info(report.key_id).encrypted
     if example:
         target = settings.workflows_path / EXAMPLE_NAME
         if not target.exists():

@@ -24,14 +24,18 @@ class Settings(BaseSettings):
     )
 
     home: Path = Field(default=Path("~/.macroslow"), description="Home directory: keys, trust store, ledger.")
-    database_url: str | None = Field(default=None, description="SQLAlchemy URL; default a SQLite file in home.")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default a SQLite file in home."
+    )
     workflows_dir: Path | None = Field(default=None, description="Directory served as maml://workflows.")
     keys_dir: Path | None = Field(default=None, description="Signing key pairs (private parts mode 0600).")
     trust_store: Path | None = Field(default=None, description="Directory of trusted public keys.")
     key_passphrase: SecretStr | None = Field(
         default=None, description="Encrypts private keys at rest; without it they are stored unencrypted."
     )
-    signing_key_id: str | None = Field(default=None, description="Key used by sign_maml; default: home's default.")
+    signing_key_id: str | None = Field(
+        default=None, description="Key used by sign_maml; default: home's default."
+    )
     signing_algorithm: Algorithm = Field(default=DEFAULT_ALGORITHM, description="Algorithm for new keys.")
 
     server_name: str = Field(default="macroslow-mcp", description="MCP server name, also gateway://<name>.")

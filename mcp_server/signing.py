@@ -56,8 +56,9 @@ def _signing_key(keys: KeyStore, key_id: str | None) -> tuple[str, mldsa.Private
     return kid, keys.private_key(check_key_id(kid))
 
 
-def sign_document(document: str | bytes, keys: KeyStore, *, key_id: str | None = None,
-                  limits: parser.Limits | None = None) -> Signed:
+def sign_document(
+    document: str | bytes, keys: KeyStore, *, key_id: str | None = None, limits: parser.Limits | None = None
+) -> Signed:
     """Validate, then sign the canonical bytes and embed the signature block (replacing any old one)."""
     limits = limits or parser.Limits()
     parsed = parser.parse(document, limits)
@@ -73,11 +74,18 @@ def sign_document(document: str | bytes, keys: KeyStore, *, key_id: str | None =
         f'  value: "{value}"',
     ]
     signed = parser.replace_signature(parsed.text, block)
-    return Signed(signed_document=signed, document_id=parsed.id, key_id=kid, algorithm=algorithm.value, digest=digest(canonical))
+    return Signed(
+        signed_document=signed,
+        document_id=parsed.id,
+        key_id=kid,
+        algorithm=algorithm.value,
+        digest=digest(canonical),
+    )
 
 
-def sign_detached(document: str | bytes, keys: KeyStore, *, key_id: str | None = None,
-                  limits: parser.Limits | None = None) -> dict[str, Any]:
+def sign_detached(
+    document: str | bytes, keys: KeyStore, *, key_id: str | None = None, limits: parser.Limits | None = None
+) -> dict[str, Any]:
     """A detached signature (JSON object) over the same canonical bytes, for files that must not change."""
     limits = limits or parser.Limits()
     parsed = parser.parse(document, limits)
@@ -117,15 +125,22 @@ def _same_front_matter(parsed: MamlDocument, limits: parser.Limits) -> None:
     canonical = parser.split(parser.canonical_text(parsed.text))
     data = strict_yaml.load(canonical.front_matter, max_depth=limits.max_depth, line_offset=2)
     used = parsed.front_matter.model_dump(mode="python", exclude={"signature"}, exclude_unset=True)
-    signed_front = type(parsed.front_matter).model_validate(data).model_dump(
-        mode="python", exclude={"signature"}, exclude_unset=True
+    signed_front = (
+        type(parsed.front_matter)
+        .model_validate(data)
+        .model_dump(mode="python", exclude={"signature"}, exclude_unset=True)
     )
     if used != signed_front:
         raise SignatureInvalid("the signature block is not a plain top-level front matter entry")
 
 
-def verify_signature(parsed: MamlDocument, keys: KeyStore, *, block: SignatureBlock | None = None,
-                     limits: parser.Limits | None = None) -> tuple[str, mldsa.Algorithm]:
+def verify_signature(
+    parsed: MamlDocument,
+    keys: KeyStore,
+    *,
+    block: SignatureBlock | None = None,
+    limits: parser.Limits | None = None,
+) -> tuple[str, mldsa.Algorithm]:
     """Check the embedded (or given detached) signature; return (key id, algorithm) or raise.
 
     Says nothing about trust: callers decide whether the key id must be in the trust store.
@@ -158,8 +173,13 @@ def verify_signature(parsed: MamlDocument, keys: KeyStore, *, block: SignatureBl
     return kid, algorithm
 
 
-def inspect_signature(document: str | bytes, keys: KeyStore, *, detached: str | bytes | None = None,
-                      limits: parser.Limits | None = None) -> Report:
+def inspect_signature(
+    document: str | bytes,
+    keys: KeyStore,
+    *,
+    detached: str | bytes | None = None,
+    limits: parser.Limits | None = None,
+) -> Report:
     """Verify and explain. Malformed or tampered input is a report with reasons, never an exception,
     except for oversized input (`RequestTooLarge`), which is refused before parsing."""
     limits = limits or parser.Limits()
@@ -181,7 +201,7 @@ def inspect_signature(document: str | bytes, keys: KeyStore, *, detached: str | 
         report.signed = True
         report.key_id, report.algorithm = block.key_id, block.algorithm
     try:
-        kid, algorithm = verify_signature(parsed, keys, block=block, limits=limits)
+        kid, _ = verify_signature(parsed, keys, block=block, limits=limits)
     except (SignatureInvalid, NotFound, KeyStoreError) as exc:
         report.reasons.append(str(exc))
         return report

@@ -25,7 +25,9 @@ class AppState:
     _workflows: WorkflowDirectory | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
-        self.limits = Limits(max_bytes=self.settings.max_document_bytes, max_depth=self.settings.max_yaml_depth)
+        self.limits = Limits(
+            max_bytes=self.settings.max_document_bytes, max_depth=self.settings.max_yaml_depth
+        )
 
     @property
     def keys(self) -> KeyStore:
@@ -45,8 +47,12 @@ class AppState:
         report = initialize(self.settings, example=False)
         if report.new_key:
             log.warning(
-                "created signing key %s in %s (%s)", report.key_id, self.settings.keys_path,
-                "encrypted" if report.key_encrypted else "unencrypted: set MACROSLOW_KEY_PASSPHRASE to encrypt",
+                "created signing key %s in %s (%s)",
+                report.key_id,
+                self.settings.keys_path,
+                "encrypted"
+                if report.key_encrypted
+                else "unencrypted: set MACROSLOW_KEY_PASSPHRASE to encrypt",
             )
         self._keys = open_keys(self.settings)
         self._workflows = WorkflowDirectory(

@@ -29,8 +29,9 @@ def _entry(name: str, text: str, state: AppState) -> WorkflowEntry:
     try:
         doc = parser.parse(text, state.limits)
     except MacroslowError as exc:
-        return WorkflowEntry(id=None, uri=None, file=name, type=None, title=None, signature="invalid",
-                             problems=[str(exc)])
+        return WorkflowEntry(
+            id=None, uri=None, file=name, type=None, title=None, signature="invalid", problems=[str(exc)]
+        )
     report = inspect_signature(text, state.keys, limits=state.limits)
     if not report.signed:
         status = "unsigned"
@@ -68,7 +69,7 @@ def register(server: MCPServer[Any], state: AppState) -> None:
         description="One workflow document (.maml.md text), by document id (urn:uuid:...) or file name.",
         mime_type="text/markdown",
     )
-    def read_workflow(id: str) -> str:  # noqa: A002 - the URI template names it `id`
+    def read_workflow(id: str) -> str:
         try:
             return state.workflows.get(id).text
         except NotFound as exc:

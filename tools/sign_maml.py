@@ -27,7 +27,8 @@ def register(server: MCPServer[Any], state: AppState) -> None:
     async def sign_maml(
         document: DOCUMENT,
         key_id: Annotated[
-            str | None, Field(description="Signing key id (32 hex digits); omit for the server's default key.")
+            str | None,
+            Field(description="Signing key id (32 hex digits); omit for the server's default key."),
         ] = None,
     ) -> SignResult:
         """Sign a MAML document with the server's post-quantum key (ML-DSA, FIPS 204).
@@ -52,4 +53,3 @@ def register(server: MCPServer[Any], state: AppState) -> None:
             read_only_hint=True, destructive_hint=False, idempotent_hint=False, open_world_hint=False
         ),
     )
-

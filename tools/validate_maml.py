@@ -13,7 +13,9 @@ from mcp_server.errors import InvalidDocument
 from mcp_server.maml import parser
 from mcp_server.state import AppState
 
-DOCUMENT = Annotated[str, Field(description="The whole MAML document as text (.maml.md), front matter included.")]
+DOCUMENT = Annotated[
+    str, Field(description="The whole MAML document as text (.maml.md), front matter included.")
+]
 
 
 class Problem(BaseModel):
@@ -52,7 +54,8 @@ def register(server: MCPServer[Any], state: AppState) -> None:
             parsed = parser.parse(document, state.limits)
         except InvalidDocument as exc:
             return ValidationResult(
-                valid=False, errors=[Problem(code=exc.code, message=exc.message, field=exc.field, line=exc.line)]
+                valid=False,
+                errors=[Problem(code=exc.code, message=exc.message, field=exc.field, line=exc.line)],
             )
         front = parsed.front_matter
         return ValidationResult(
@@ -62,7 +65,9 @@ def register(server: MCPServer[Any], state: AppState) -> None:
             title=parsed.title,
             signed=front.signature is not None,
             sections=[s.name for s in parsed.sections],
-            code_blocks=[CodeBlockInfo(language=b.language, section=b.section, line=b.line) for b in parsed.code_blocks],
+            code_blocks=[
+                CodeBlockInfo(language=b.language, section=b.section, line=b.line) for b in parsed.code_blocks
+            ],
         )
 
     server.add_tool(

@@ -22,7 +22,9 @@ class VerifyResult(BaseModel):
     key_id: str | None = None
     algorithm: str | None = None
     digest: str | None = Field(default=None, description="sha256 of the canonical bytes.")
-    reasons: list[str] = Field(default_factory=list, description="Why not valid or not trusted; empty if both.")
+    reasons: list[str] = Field(
+        default_factory=list, description="Why not valid or not trusted; empty if both."
+    )
 
 
 def register(server: MCPServer[Any], state: AppState) -> None:
@@ -31,7 +33,9 @@ def register(server: MCPServer[Any], state: AppState) -> None:
         document: DOCUMENT,
         detached_signature: Annotated[
             str | None,
-            Field(description="A detached signature (the JSON of a .sig file); omit to check the embedded one."),
+            Field(
+                description="A detached signature (the JSON of a .sig file); omit to check the embedded one."
+            ),
         ] = None,
     ) -> VerifyResult:
         """Verify a MAML document's ML-DSA signature and report whether the signing key is trusted.

@@ -92,7 +92,9 @@ class TrustStore:
             return None
         key = load_public_pem(data)
         if mldsa.key_id(key) != key_id:
-            raise KeyStoreError(f"trust store entry {key_id} holds a different key; remove it and trust again")
+            raise KeyStoreError(
+                f"trust store entry {key_id} holds a different key; remove it and trust again"
+            )
         return key
 
     def contains(self, key_id: str) -> bool:
@@ -122,10 +124,17 @@ class TrustStore:
 class KeyStore:
     """Own signing key pairs, plus lookup of any known public key (own or trusted)."""
 
-    def __init__(self, path: Path, trust: TrustStore, passphrase: bytes | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        trust: TrustStore,
+        passphrase: bytes | None = None,
+        default_key_id: str | None = None,
+    ) -> None:
         self.path = path
         self.trust = trust
         self._passphrase = passphrase
+        self._default_override = check_key_id(default_key_id) if default_key_id else None
         self._private_cache: dict[str, PrivateKey] = {}
         self._public_cache: dict[str, PublicKey] = {}
 
@@ -147,6 +156,13 @@ class KeyStore:
         return sorted(p.name.removesuffix(".key.pem") for p in self.path.glob("*.key.pem"))
 
     def default_key_id(self) -> str | None:
+        """The configured signing key (MACROSLOW_SIGNING_KEY_ID), else the one named in keys/default."""
+        if self._default_override is not None:
+            return self._default_override
+        return self.stored_default()
+
+    def stored_default(self) -> str | None:
+        """The key id in keys/default, if any."""
         try:
             kid = self._default_file.read_text(encoding="ascii").strip()
         except FileNotFoundError:
@@ -189,7 +205,9 @@ class KeyStore:
         try:
             key = serialization.load_pem_private_key(data, self._passphrase if encrypted else None)
         except (ValueError, TypeError) as exc:
-            raise KeyStoreError(f"cannot load private key {key_id}: wrong passphrase or damaged file") from exc
+            raise KeyStoreError(
+                f"cannot load private key {key_id}: wrong passphrase or damaged file"
+            ) from exc
         mldsa.algorithm_of(key)  # type: ignore[arg-type]
         if mldsa.key_id(key.public_key()) != key_id:  # type: ignore[arg-type]
             raise KeyStoreError(f"key file {key_id} holds a different key")
@@ -231,14 +249,15 @@ class KeyStore:
         os.chmod(self.path, 0o700)
         _write_new(self._private_file(kid), pem, 0o600)
         _write_new(self._public_file(kid), public_pem(pub), 0o644)
-        if self.default_key_id() is None:
+        if self.stored_default() is None:
             _write_new(self._default_file, (kid + "\n").encode("ascii"), 0o644)
         if trust:
             self.trust.add(pub)
         return self.info(kid)
 
     def set_default(self, key_id: str) -> None:
-        self.private_key(key_id)
+        if not self._private_file(key_id).is_file():
+            raise NotFound(f"no private key {key_id} in {self.path}")
         tmp = self._default_file.with_suffix(".tmp")
         tmp.write_text(key_id + "\n", encoding="ascii")
         os.replace(tmp, self._default_file)

@@ -79,7 +79,9 @@ def public_key_from_raw(algorithm: Algorithm, raw: bytes) -> PublicKey:
 
 
 def spki_der(public_key: PublicKey) -> bytes:
-    return public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 def key_id(public_key: PublicKey) -> str:
@@ -101,4 +103,6 @@ def verify(public_key: PublicKey, signature: bytes, data: bytes, context: bytes 
     try:
         public_key.verify(signature, data, context)
     except InvalidSignature as exc:
-        raise SignatureInvalid("signature does not match the document (changed after signing, or wrong key)") from exc
+        raise SignatureInvalid(
+            "signature does not match the document (changed after signing, or wrong key)"
+        ) from exc

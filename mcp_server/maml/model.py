@@ -117,7 +117,7 @@ class FrontMatter(BaseModel):
     @classmethod
     def _version(cls, value: Any) -> str:
         if isinstance(value, bool) or not isinstance(value, str | int | float):
-            raise ValueError("maml_version must be a string such as \"2.0\"")
+            raise ValueError('maml_version must be a string such as "2.0"')
         return str(value)
 
     @field_validator("id")

@@ -32,7 +32,9 @@ def to_text(document: str | bytes, limits: Limits) -> str:
     """Check the size before anything else, then decode and normalise line endings to LF."""
     size = len(document) if isinstance(document, bytes) else len(document.encode("utf-8", "surrogatepass"))
     if size > limits.max_bytes:
-        raise RequestTooLarge("document is larger than the configured limit", requested=size, allowed=limits.max_bytes)
+        raise RequestTooLarge(
+            "document is larger than the configured limit", requested=size, allowed=limits.max_bytes
+        )
     if isinstance(document, bytes):
         try:
             document = document.decode("utf-8")
@@ -65,7 +67,9 @@ class Split:
 def split(text: str) -> Split:
     lines = text.splitlines(keepends=True)
     if not lines or lines[0].rstrip("\n") != DELIMITER:
-        raise InvalidDocument("a MAML document starts with a '---' line opening the YAML front matter", line=1)
+        raise InvalidDocument(
+            "a MAML document starts with a '---' line opening the YAML front matter", line=1
+        )
     for index in range(1, len(lines)):
         if lines[index].rstrip("\n") == DELIMITER:
             return Split(lines, index)

@@ -51,10 +51,10 @@ def _is_plain(event: events.ScalarEvent) -> bool:
 
 def _scalar(event: events.ScalarEvent) -> Any:
     if _is_plain(event):
-        tag = _RESOLVER.resolve(ScalarNode, event.value, (True, False))
+        tag = _RESOLVER.resolve(ScalarNode, event.value, (True, False))  # type: ignore[no-untyped-call]
         construct = _TYPED_TAGS.get(tag)
         if construct is not None:
-            return construct(ScalarNode(tag, event.value))  # type: ignore[no-untyped-call]
+            return construct(ScalarNode(tag, event.value))
     return event.value
 
 
@@ -90,7 +90,7 @@ def load(text: str, *, max_depth: int, line_offset: int = 1) -> dict[str, Any]:
         if depth >= max_depth:
             raise InvalidDocument(f"nesting deeper than {max_depth} levels", field=path or None, line=where)
         if isinstance(event, events.SequenceStartEvent):
-            items = []
+            items: list[Any] = []
             while not isinstance(stream[pos], events.SequenceEndEvent):
                 items.append(node(depth + 1, f"{path}[{len(items)}]"))
             next_event()
@@ -100,14 +100,20 @@ def load(text: str, *, max_depth: int, line_offset: int = 1) -> dict[str, Any]:
             while not isinstance(stream[pos], events.MappingEndEvent):
                 key_event = stream[pos]
                 key_line = _line(key_event, line_offset)
-                if isinstance(key_event, events.ScalarEvent) and _is_plain(key_event) and key_event.value == "<<":
-                    raise InvalidDocument("YAML merge keys (<<) are not allowed", field=path or None, line=key_line)
+                if (
+                    isinstance(key_event, events.ScalarEvent)
+                    and _is_plain(key_event)
+                    and key_event.value == "<<"
+                ):
+                    raise InvalidDocument(
+                        "YAML merge keys (<<) are not allowed", field=path or None, line=key_line
+                    )
                 if not isinstance(key_event, events.ScalarEvent):
                     raise InvalidDocument("mapping keys must be strings", field=path or None, line=key_line)
                 key = node(depth + 1, path)
                 if not isinstance(key, str):
                     raise InvalidDocument(
-                        f"mapping keys must be strings, not {type(key).__name__} ({key_event.value!r}); quote it",
+                        f"keys must be strings, not {type(key).__name__} ({key_event.value!r}); quote it",
                         field=path or None,
                         line=key_line,
                     )
@@ -125,9 +131,13 @@ def load(text: str, *, max_depth: int, line_offset: int = 1) -> dict[str, Any]:
         raise InvalidDocument("front matter is empty", line=line_offset)
     next_event()  # DocumentStartEvent
     if not isinstance(stream[pos], events.MappingStartEvent):
-        raise InvalidDocument("front matter must be a YAML mapping of fields", line=_line(stream[pos], line_offset))
+        raise InvalidDocument(
+            "front matter must be a YAML mapping of fields", line=_line(stream[pos], line_offset)
+        )
     result = node(0, "")
     next_event()  # DocumentEndEvent
     if not isinstance(stream[pos], events.StreamEndEvent):
-        raise InvalidDocument("front matter holds more than one YAML document", line=_line(stream[pos], line_offset))
+        raise InvalidDocument(
+            "front matter holds more than one YAML document", line=_line(stream[pos], line_offset)
+        )
     return result  # type: ignore[no-any-return]

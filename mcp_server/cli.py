@@ -1,0 +1,355 @@
+"""The `macroslow-mcp` command line. The only place in the project that prints to stdout or exits.
+
+Errors are one line on stderr (`macroslow-mcp: <code>: <message>`) with a non-zero exit code:
+1 for a failed check (invalid signature or document), 2 for usage and I/O errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from mcp_server import __version__
+
+PROG = "macroslow-mcp"
+EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.exit_code = code
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from pydantic import ValidationError
+
+    from mcp_server.settings import Settings
+
+    overrides: dict[str, Any] = {}
+    if getattr(args, "home", None):
+        overrides["home"] = Path(args.home)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise CliError(f"configuration: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+
+
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _write(path: str, data: bytes) -> None:
+    """Write through a temporary file and rename, so a failure never leaves half a file."""
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if target.exists():
+            os.chmod(tmp, target.stat().st_mode & 0o777)
+        os.replace(tmp, target)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise CliError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def _keys(args: argparse.Namespace) -> Any:
+    from mcp_server.home import open_keys
+
+    return open_keys(_settings(args))
+
+
+def _limits(args: argparse.Namespace) -> Any:
+    from mcp_server.maml.parser import Limits
+
+    settings = _settings(args)
+    return Limits(max_bytes=settings.max_document_bytes, max_depth=settings.max_yaml_depth)
+
+
+# -- commands -----------------------------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from mcp_server.home import initialize
+
+    report = initialize(_settings(args))
+    print(f"home: {report.home}")
+    for item in report.created:
+        print(f"  created {item}")
+    if not report.created:
+        print("  nothing to do: already initialised")
+    print(f"default signing key: {report.key_id}")
+    if report.new_key and not report.key_encrypted:
+        print(
+            "  the private key is stored UNENCRYPTED (mode 0600); set MACROSLOW_KEY_PASSPHRASE before "
+            "`keys generate` to encrypt new keys at rest"
+        )
+    return EXIT_OK
+
+
+def cmd_keys_generate(args: argparse.Namespace) -> int:
+    from mcp_server.crypto.mldsa import Algorithm
+
+    keys = _keys(args)
+    info = keys.generate(Algorithm(args.algorithm), trust=not args.no_trust)
+    if args.default:
+        keys.set_default(info.key_id)
+    state = "encrypted" if info.encrypted else "unencrypted (set MACROSLOW_KEY_PASSPHRASE to encrypt)"
+    print(f"generated {info.algorithm} key {info.key_id}: {state}{', trusted' if info.trusted else ''}")
+    print(info.key_id)
+    return EXIT_OK
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    keys = _keys(args)
+    rows = keys.list()
+    if args.json:
+        print(json.dumps([{**r.__dict__, "algorithm": r.algorithm.value} for r in rows], indent=2))
+        return EXIT_OK
+    if not rows:
+        print("no keys; run `macroslow-mcp init`")
+    for r in rows:
+        flags = [
+            "default" if r.default else "",
+            "private" if r.has_private else "public-only",
+            "encrypted" if r.encrypted else "",
+            "trusted" if r.trusted else "untrusted",
+        ]
+        print(f"{r.key_id}  {r.algorithm.value}  {' '.join(f for f in flags if f)}")
+    return EXIT_OK
+
+
+def cmd_keys_export(args: argparse.Namespace) -> int:
+    pem = _keys(args).export_public(args.key_id)
+    if args.output:
+        _write(args.output, pem)
+    else:
+        sys.stdout.write(pem.decode("ascii"))
+    return EXIT_OK
+
+
+def cmd_keys_trust(args: argparse.Namespace) -> int:
+    from mcp_server.crypto.keys import load_public_pem
+
+    keys = _keys(args)
+    if os.path.exists(args.key):
+        public = load_public_pem(_read(args.key))
+    else:
+        public = keys.public_key(args.key)
+        if public is None:
+            raise CliError(f"{args.key} is neither a PEM file nor a known key id")
+    kid = keys.trust.add(public)
+    print(f"trusted {kid}")
+    return EXIT_OK
+
+
+def cmd_keys_untrust(args: argparse.Namespace) -> int:
+    _keys(args).trust.remove(args.key_id)
+    print(f"untrusted {args.key_id}")
+    return EXIT_OK
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    from mcp_server.signing import sign_detached, sign_document
+
+    data = _read(args.file)
+    keys, limits = _keys(args), _limits(args)
+    if args.detached:
+        sig = sign_detached(data, keys, key_id=args.key, limits=limits)
+        out = args.output or args.file + ".sig"
+        _write(out, (json.dumps(sig, indent=2) + "\n").encode("utf-8"))
+        print(f"signed {args.file} with {sig['algorithm']} key {sig['key_id']}: detached signature in {out}")
+        return EXIT_OK
+    signed = sign_document(data, keys, key_id=args.key, limits=limits)
+    out = args.output or args.file
+    _write(out, signed.signed_document.encode("utf-8"))
+    print(f"signed {args.file} with {signed.algorithm} key {signed.key_id} ({signed.digest}) -> {out}")
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from mcp_server.signing import inspect_signature
+
+    data = _read(args.file)
+    sig_path = args.signature
+    if sig_path is None and os.path.exists(args.file + ".sig"):
+        from mcp_server.maml import parser
+
+        try:
+            embedded = parser.parse(data, _limits(args)).front_matter.signature is not None
+        except Exception:
+            embedded = True  # let inspect_signature explain what is wrong with the document
+        sig_path = None if embedded else args.file + ".sig"
+    detached = _read(sig_path) if sig_path else None
+    report = inspect_signature(data, _keys(args), detached=detached, limits=_limits(args))
+    if args.json:
+        print(json.dumps(report.__dict__, indent=2))
+    ok = report.valid and (report.trusted or args.allow_untrusted)
+    if not args.json:
+        if ok:
+            trust = "trusted" if report.trusted else "NOT trusted"
+            print(f"valid: {args.file} signed by {report.algorithm} key {report.key_id} ({trust})")
+        else:
+            print(f"INVALID: {args.file}")
+            for reason in report.reasons:
+                print(f"  - {reason}")
+    return EXIT_OK if ok else EXIT_INVALID
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from mcp_server.errors import InvalidDocument
+    from mcp_server.maml import parser
+
+    data = _read(args.file)
+    try:
+        doc = parser.parse(data, _limits(args))
+    except InvalidDocument as exc:
+        print(f"invalid: {args.file}: {exc.message}")
+        return EXIT_INVALID
+    signed = "signed" if doc.front_matter.signature else "unsigned"
+    print(f"valid: {args.file}: {doc.front_matter.type.value} {doc.id} ({signed})")
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from mcp_server.server import build_server
+
+    settings = _settings(args)
+    logging.getLogger().setLevel(logging.DEBUG if args.verbose else settings.log_level.upper())
+    host = args.host or settings.host
+    port = args.port or settings.port
+    server = build_server(settings)
+    if args.transport == "stdio":
+        server.run("stdio")
+    elif args.transport == "streamable-http":
+        server.run("streamable-http", host=host, port=port)
+    else:
+        server.run("sse", host=host, port=port)
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from mcp_server.demo import run_demo
+
+    return run_demo(home=Path(args.home) if args.home else None)
+
+
+# -- parser -------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    home_help = "home directory (default: $MACROSLOW_HOME or ~/.macroslow)"
+    # Subcommands accept --home too; SUPPRESS keeps their unset default from hiding a top-level --home.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--home", default=argparse.SUPPRESS, help=home_help)
+
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="An MCP server for signed MAML workflows (ML-DSA, FIPS 204)."
+    )
+    parser.add_argument("--home", default=None, help=home_help)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail to stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(
+        name: str, fn: Callable[[argparse.Namespace], int], help_: str, **kw: Any
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_, parents=[common], **kw)
+        p.set_defaults(func=fn)
+        return p
+
+    add("init", cmd_init, "create the home: signing key, trust store, workflows, an example workflow")
+
+    keys = sub.add_parser(
+        "keys", help="manage ML-DSA signing keys and the trust store", description="Manage keys."
+    )
+    ksub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+
+    def kadd(name: str, fn: Callable[[argparse.Namespace], int], help_: str) -> argparse.ArgumentParser:
+        p = ksub.add_parser(name, help=help_, description=help_, parents=[common])
+        p.set_defaults(func=fn)
+        return p
+
+    g = kadd("generate", cmd_keys_generate, "generate an ML-DSA key pair (trusted unless --no-trust)")
+    g.add_argument("--algorithm", "-a", default="ML-DSA-65", choices=["ML-DSA-44", "ML-DSA-65", "ML-DSA-87"])
+    g.add_argument("--default", action="store_true", help="make it the default signing key")
+    g.add_argument("--no-trust", action="store_true", help="do not add it to the trust store")
+    lst = kadd("list", cmd_keys_list, "list own and trusted keys")
+    lst.add_argument("--json", action="store_true")
+    e = kadd("export", cmd_keys_export, "print a public key as PEM")
+    e.add_argument("key_id")
+    e.add_argument("-o", "--output", help="write to this file instead of stdout")
+    t = kadd("trust", cmd_keys_trust, "trust a public key: a PEM file or a known key id")
+    t.add_argument("key", metavar="KEY_ID_OR_PEM")
+    u = kadd("untrust", cmd_keys_untrust, "remove a key from the trust store")
+    u.add_argument("key_id")
+
+    s = add("sign", cmd_sign, "sign a MAML file (in place unless -o; --detached writes FILE.sig)")
+    s.add_argument("file")
+    s.add_argument("-o", "--output")
+    s.add_argument("--detached", action="store_true")
+    s.add_argument("--key", help="key id (default: the home's default key)")
+
+    v = add(
+        "verify", cmd_verify, "verify a MAML file's signature: exit 0 valid and trusted, 1 invalid, 2 error"
+    )
+    v.add_argument("file")
+    v.add_argument(
+        "--signature", help="detached signature file (default: FILE.sig when the file is unsigned)"
+    )
+    v.add_argument(
+        "--allow-untrusted", action="store_true", help="exit 0 for a valid signature by an untrusted key"
+    )
+    v.add_argument("--json", action="store_true", help="print the full report as JSON")
+
+    val = add("validate", cmd_validate, "check a MAML file's form and safety (no signature check)")
+    val.add_argument("file")
+
+    srv = add("serve", cmd_serve, "run the MCP server; logs go to stderr")
+    srv.add_argument("--transport", "-t", default="stdio", choices=["stdio", "streamable-http", "sse"])
+    srv.add_argument("--host", help="bind address for HTTP transports (default 127.0.0.1)")
+    srv.add_argument("--port", type=int, help="port for HTTP transports (default 8000)")
+
+    add("demo", cmd_demo, "drive the server over stdio as an agent would and report each step")
+    return parser
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    print(f"{PROG}: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from mcp_server.errors import InvalidDocument, MacroslowError, SignatureInvalid
+
+    try:
+        code: int = args.func(args)
+    except CliError as exc:
+        _fail(str(exc), exc.exit_code)
+    except (InvalidDocument, SignatureInvalid) as exc:
+        _fail(str(exc), EXIT_INVALID)
+    except MacroslowError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    raise SystemExit(code)

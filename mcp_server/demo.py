@@ -1,0 +1,188 @@
+"""`macroslow-mcp demo`: the main job. Drives the real server over stdio with the official MCP client,
+as an agent would, checks every answer, and prints a report. Exit 0 only if every step behaved."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from mcp_server.home import EXAMPLE_NAME, initialize
+from mcp_server.settings import Settings
+
+
+@dataclass
+class Step:
+    name: str
+    ok: bool
+    ms: float
+    detail: str
+
+
+class DemoFailure(Exception):
+    pass
+
+
+def _expect(condition: bool, message: str) -> None:
+    if not condition:
+        raise DemoFailure(message)
+
+
+def _tamper(text: str) -> tuple[str, int]:
+    """Change one byte in the body (the first letter of the Intent text): returns text and offset."""
+    start = text.index("## Intent\n") + len("## Intent\n")
+    old = text[start]
+    new = "X" if old != "X" else "Y"
+    return text[:start] + new + text[start + 1 :], len(text[:start].encode("utf-8"))
+
+
+async def _drive(home: Path, steps: list[Step], log_file: Any) -> None:
+    from mcp.client import Client
+    from mcp.client.stdio import StdioServerParameters, stdio_client
+
+    env = {"MACROSLOW_HOME": str(home), "MACROSLOW_LOG_LEVEL": "WARNING"}
+    if "MACROSLOW_KEY_PASSPHRASE" in os.environ:
+        env["MACROSLOW_KEY_PASSPHRASE"] = os.environ["MACROSLOW_KEY_PASSPHRASE"]
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "mcp_server", "serve", "--transport", "stdio"], env=env
+    )
+    example = (home / "workflows" / EXAMPLE_NAME).read_text(encoding="utf-8")
+    context: dict[str, Any] = {}
+
+    async def step(name: str, action: Callable[[], Awaitable[str]]) -> None:
+        t0 = time.perf_counter()
+        try:
+            detail = await action()
+            ok = True
+        except DemoFailure as exc:
+            detail, ok = f"unexpected: {exc}", False
+        steps.append(Step(name, ok, (time.perf_counter() - t0) * 1000, detail))
+
+    t0 = time.perf_counter()
+    async with Client(stdio_client(params, errlog=log_file)) as client:
+        info = client.server_info
+        steps.append(
+            Step(
+                "initialize (spawn server, handshake)",
+                info is not None and info.name == "macroslow-mcp",
+                (time.perf_counter() - t0) * 1000,
+                f"server {info.name if info else '?'} {info.version if info else ''}, protocol "
+                f"{client.protocol_version}",
+            )
+        )
+
+        async def list_tools() -> str:
+            names = sorted(t.name for t in (await client.list_tools()).tools)
+            _expect({"validate_maml", "sign_maml", "verify_maml"} <= set(names), f"tools {names}")
+            return ", ".join(names)
+
+        async def list_resources() -> str:
+            res = [str(r.uri) for r in (await client.list_resources()).resources]
+            tpl = [t.uri_template for t in (await client.list_resource_templates()).resource_templates]
+            _expect("maml://workflows" in res and "maml://workflows/{id}" in tpl, f"resources {res} {tpl}")
+            return ", ".join(res + tpl)
+
+        async def validate() -> str:
+            r = await client.call_tool("validate_maml", {"document": example})
+            sc = r.structured_content or {}
+            _expect(not r.is_error and sc.get("valid") is True, f"{sc}")
+            context["id"] = sc["document_id"]
+            return f"valid {sc['type']} {sc['document_id']}, sections {', '.join(sc['sections'])}"
+
+        async def sign() -> str:
+            r = await client.call_tool("sign_maml", {"document": example})
+            sc = r.structured_content or {}
+            _expect(not r.is_error and "signed_document" in sc, f"{sc}")
+            context["signed"] = sc["signed_document"]
+            return f"{sc['algorithm']} key {sc['key_id']}, {sc['digest'][:23]}…"
+
+        async def verify() -> str:
+            r = await client.call_tool("verify_maml", {"document": context["signed"]})
+            sc = r.structured_content or {}
+            _expect(sc.get("valid") is True and sc.get("trusted") is True, f"{sc}")
+            return f"valid and trusted (key {sc['key_id']})"
+
+        async def verify_tampered() -> str:
+            tampered, offset = _tamper(context["signed"])
+            r = await client.call_tool("verify_maml", {"document": tampered})
+            sc = r.structured_content or {}
+            _expect(not r.is_error and sc.get("valid") is False, f"tampered document accepted: {sc}")
+            return f"byte {offset} changed -> valid=false: {'; '.join(sc['reasons'])}"
+
+        async def read_list() -> str:
+            (home / "workflows" / EXAMPLE_NAME).write_text(context["signed"], encoding="utf-8")
+            r = await client.read_resource("maml://workflows")
+            data = json.loads(r.contents[0].text)  # type: ignore[union-attr]
+            entry = next((w for w in data["workflows"] if w["id"] == context["id"]), None)
+            if entry is None or entry["signature"] != "trusted":
+                raise DemoFailure(f"{data}")
+            return f"{len(data['workflows'])} workflow(s); {entry['title']!r} signature {entry['signature']}"
+
+        async def read_one() -> str:
+            r = await client.read_resource(f"maml://workflows/{context['id']}")
+            text = r.contents[0].text  # type: ignore[union-attr]
+            _expect(text == context["signed"], "workflow resource differs from the signed document")
+            return f"{len(text.encode('utf-8'))} bytes, identical to the signed document"
+
+        async def read_missing() -> str:
+            from mcp.shared.exceptions import MCPError
+
+            try:
+                await client.read_resource("maml://workflows/urn:uuid:00000000-0000-0000-0000-000000000000")
+            except MCPError as exc:
+                return f"refused cleanly: {exc.error.message}"
+            raise DemoFailure("unknown workflow id was answered")
+
+        await step("tools/list", list_tools)
+        await step("resources/list + templates", list_resources)
+        await step("validate_maml(example)", validate)
+        await step("sign_maml(example)", sign)
+        await step("verify_maml(signed)", verify)
+        await step("verify_maml(one byte tampered)", verify_tampered)
+        await step("read maml://workflows", read_list)
+        await step("read maml://workflows/{id}", read_one)
+        await step("read unknown workflow", read_missing)
+
+
+def run_demo(home: Path | None = None) -> int:
+    with tempfile.TemporaryDirectory(prefix="macroslow-demo-") as tmp:
+        home = home or Path(tmp) / "home"
+        settings = Settings(home=home)
+        report = initialize(settings)
+        print(f"macroslow-mcp demo: home {home}")
+        print(f"  signing key {report.key_id} ({'encrypted' if report.key_encrypted else 'unencrypted'})")
+        steps: list[Step] = []
+        log_path = Path(tmp) / "server-stderr.log"
+        t0 = time.perf_counter()
+        error: str | None = None
+        with open(log_path, "w", encoding="utf-8") as log_file:
+            try:
+                anyio.run(_drive, home, steps, log_file)
+            except Exception as exc:  # the server died or the protocol broke: report, don't trace
+                error = f"{type(exc).__name__}: {exc}"
+        total = (time.perf_counter() - t0) * 1000
+        print()
+        width = max((len(s.name) for s in steps), default=10)
+        for s in steps:
+            print(f"  {'ok  ' if s.ok else 'FAIL'} {s.name:<{width}} {s.ms:8.1f} ms  {s.detail}")
+        failed = [s for s in steps if not s.ok]
+        if error:
+            print(f"  FAIL the session broke: {error}")
+            server_log = log_path.read_text(encoding="utf-8").strip().splitlines()[-5:]
+            for line in server_log:
+                print(f"       server: {line}")
+        print()
+        ok = not failed and error is None and len(steps) == 10
+        print(
+            f"{'PASS' if ok else 'FAIL'}: {sum(s.ok for s in steps)}/{len(steps)} steps as expected, "
+            f"{total:.0f} ms in all"
+        )
+        return 0 if ok else 1

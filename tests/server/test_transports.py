@@ -1,0 +1,189 @@
+"""The real server in a child process, over stdio, Streamable HTTP and SSE, with the official client."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mcp.client import Client
+from mcp.client.sse import sse_client
+from mcp.client.stdio import StdioServerParameters
+
+from mcp_server.home import example_workflow
+
+pytestmark = [pytest.mark.subprocess]
+
+SERVE = [sys.executable, "-m", "mcp_server", "serve"]
+
+
+def _env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MACROSLOW_")}
+    env["MACROSLOW_HOME"] = str(home)
+    return env
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def http_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    transport = request.param
+    port = _free_port()
+    log = open(tmp_path / "server.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [*SERVE, "--transport", transport, "--port", str(port)],
+        env=_env(tmp_path / "home"),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise AssertionError(f"server exited: {(tmp_path / 'server.log').read_text()}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        else:
+            raise AssertionError("server did not start listening")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.mark.anyio
+async def test_stdio_subprocess_signs_and_verifies(tmp_path: Path) -> None:
+    params = StdioServerParameters(
+        command=SERVE[0], args=[*SERVE[1:], "--transport", "stdio"], env=_env(tmp_path / "home")
+    )
+    async with Client(params) as client:
+        signed = await client.call_tool("sign_maml", {"document": example_workflow()})
+        verified = await client.call_tool(
+            "verify_maml", {"document": signed.structured_content["signed_document"]}
+        )
+    assert verified.structured_content["valid"] is True and verified.structured_content["trusted"] is True
+    # keys were created on first use, private part 0600
+    [key] = (tmp_path / "home" / "keys").glob("*.key.pem")
+    assert key.stat().st_mode & 0o777 == 0o600
+
+
+def test_stdio_stdout_carries_only_json_rpc(tmp_path: Path) -> None:
+    """A fresh home logs a key-creation warning: it must go to stderr, never stdout."""
+    init = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "raw", "version": "0"},
+        },
+    }
+    calls = [
+        init,
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {
+            "jsonrpc": "2.0",
+            "id": 2,
+            "method": "tools/call",
+            "params": {"name": "verify_maml", "arguments": {"document": "garbage"}},
+        },
+        {
+            "jsonrpc": "2.0",
+            "id": 3,
+            "method": "tools/call",
+            "params": {"name": "sign_maml", "arguments": {"document": "---\n---\n"}},
+        },
+    ]
+    proc = subprocess.Popen(
+        [*SERVE, "--transport", "stdio"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=_env(tmp_path / "home"),
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    for call in calls:
+        proc.stdin.write((json.dumps(call) + "\n").encode())
+    proc.stdin.flush()
+    messages = []
+    while len([m for m in messages if "id" in m]) < 3:
+        line = proc.stdout.readline()
+        assert line, "server closed stdout early"
+        messages.append(json.loads(line))  # every stdout line is one JSON-RPC message
+    proc.stdin.close()
+    assert proc.wait(timeout=30) == 0
+    rest = proc.stdout.read()
+    stderr = proc.stderr.read() if proc.stderr else b""
+    messages += [json.loads(line) for line in rest.decode().splitlines()]
+    assert all(m.get("jsonrpc") == "2.0" for m in messages)
+    by_id = {m["id"]: m for m in messages if "id" in m}
+    assert by_id[2]["result"]["structuredContent"]["valid"] is False
+    assert by_id[3]["result"]["isError"] is True
+    assert b"created signing key" in stderr
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("http_server", ["streamable-http"], indirect=True)
+async def test_streamable_http_subprocess(http_server: str) -> None:
+    async with Client(f"{http_server}/mcp") as client:
+        names = {t.name for t in (await client.list_tools()).tools}
+        result = await client.call_tool("validate_maml", {"document": example_workflow()})
+    assert {"sign_maml", "verify_maml", "validate_maml"} <= names
+    assert result.structured_content["valid"] is True
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("http_server", ["sse"], indirect=True)
+async def test_sse_subprocess(http_server: str) -> None:
+    async with Client(sse_client(f"{http_server}/sse"), mode="legacy") as client:
+        result = await client.call_tool("validate_maml", {"document": example_workflow()})
+    assert result.structured_content["valid"] is True
+
+
+@pytest.mark.parametrize("http_server", ["streamable-http"], indirect=True)
+def test_http_refuses_foreign_origin(http_server: str) -> None:
+    body = json.dumps(
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": {"name": "x", "version": "0"},
+            },
+        }
+    )
+    request = urllib.request.Request(
+        f"{http_server}/mcp",
+        data=body.encode(),
+        method="POST",
+        headers={
+            "Content-Type": "application/json",
+            "Accept": "application/json, text/event-stream",
+            "Origin": "http://evil.example",
+        },
+    )
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(request, timeout=10)
+    assert info.value.code == 403
