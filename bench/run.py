@@ -1,0 +1,376 @@
+"""Benchmarks for `verify_maml`, each against a floor measured in the same run.
+
+    /work/venv/bin/python bench/run.py      exit 0: every target met; 1: a target missed; 2: broken run
+
+Targets (from the issue):
+  1. in-process `verify_maml` (library path, `inspect_signature`) on a 10 KiB signed document: at
+     most 3x the raw ML-DSA-65 verify of the same canonical bytes;
+  2. `verify_maml` over stdio, sequential calls through the official client: at least half the
+     calls per second of a no-op tool served by the same SDK (bench/noop_server.py);
+  3. cold start of `serve --transport stdio` to the `initialize` answer: median under 1.5 s.
+
+The machine is shared and noisy, so compared operations are measured side by side: warm up, then
+alternate short rounds of each (rotating which goes first) and take the median round of each.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import TextIO
+
+import anyio
+from mcp.client import Client
+from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp_types import CallToolResult
+
+from mcp_server.crypto import mldsa
+from mcp_server.crypto.keys import KeyStore
+from mcp_server.home import example_workflow, initialize, open_keys
+from mcp_server.maml import parser
+from mcp_server.server import build_server
+from mcp_server.settings import Settings
+from mcp_server.signing import inspect_signature, sign_document
+
+# Targets.
+MAX_LIBRARY_RATIO = 3.0
+MIN_STDIO_RATIO = 0.5
+MAX_COLD_START_S = 1.5
+
+DOCUMENT_BYTES = 10 * 1024  # the workflow before signing; the signature block adds ~4.5 KiB
+NOOP_SERVER = Path(__file__).with_name("noop_server.py")
+LABEL_WIDTH = 42
+
+
+@dataclass(frozen=True)
+class Rounds:
+    warmup: int  # calls per operation before timing
+    rounds: int  # timed rounds per operation, interleaved
+    per_round: int  # calls per round
+
+
+# Short rounds pair the compared operations closely in time; the sizes keep the run near half a minute.
+IN_PROCESS = Rounds(warmup=100, rounds=30, per_round=20)
+STDIO = Rounds(warmup=50, rounds=40, per_round=10)  # 400 timed calls per server
+COLD_STARTS = 5  # per server, after one discarded start each
+
+
+class BenchError(Exception):
+    """The run cannot be trusted: a server answered wrongly, or a fixture did not check out."""
+
+
+# -- the document ----------------------------------------------------------------------------------
+
+
+def padded_workflow(size: int = DOCUMENT_BYTES) -> str:
+    """The example workflow with plain text lines added to its `## Context` section: `size` bytes."""
+    text = example_workflow()
+    start = text.index("\n## Context\n") + 1
+    end = text.index("\n## ", start) + 1  # the next section's heading
+    head, tail = text[:end].rstrip("\n") + "\n", "\n" + text[end:]
+    missing = size - len((head + tail).encode("utf-8"))
+    if missing < 0:
+        raise BenchError(f"the example workflow is already larger than {size} bytes")
+    padding: list[str] = []
+    while missing > 0:
+        line = f"Padding line {len(padding):04d}: plain prose with no markup, here only to add bytes.\n"
+        if len(line) > missing:
+            line = line[: missing - 1] + "\n"
+        padding.append(line)
+        missing -= len(line)
+    return head + "".join(padding) + tail
+
+
+@dataclass(frozen=True)
+class Fixture:
+    settings: Settings
+    keys: KeyStore
+    limits: parser.Limits
+    unsigned_bytes: int
+    signed: str
+    canonical: bytes
+    signature: bytes
+    public_key: mldsa.PublicKey
+
+
+def make_fixture(home: Path) -> Fixture:
+    """Initialise `home`, sign the padded workflow, and check that both verify paths accept it."""
+    settings = Settings(home=home, log_level="WARNING", signing_algorithm=mldsa.Algorithm.ML_DSA_65)
+    initialize(settings)
+    keys = open_keys(settings)
+    limits = parser.Limits(max_bytes=settings.max_document_bytes, max_depth=settings.max_yaml_depth)
+    document = padded_workflow()
+    signed = sign_document(document, keys, limits=limits).signed_document
+    block = parser.parse(signed, limits).front_matter.signature
+    public = keys.public_key(block.key_id) if block else None
+    if block is None or public is None or mldsa.algorithm_of(public) != mldsa.Algorithm.ML_DSA_65:
+        raise BenchError("the signed document does not carry an ML-DSA-65 signature by a known key")
+    fixture = Fixture(
+        settings=settings,
+        keys=keys,
+        limits=limits,
+        unsigned_bytes=len(document.encode("utf-8")),
+        signed=signed,
+        canonical=parser.canonical_bytes(signed, limits),
+        signature=base64.b64decode(block.value, validate=True),
+        public_key=public,
+    )
+    fixture.public_key.verify(fixture.signature, fixture.canonical, mldsa.MAML_CONTEXT)
+    report = inspect_signature(signed, keys, limits=limits)
+    if not (report.valid and report.trusted):
+        raise BenchError(f"inspect_signature rejects the benchmark document: {report.reasons}")
+    return fixture
+
+
+# -- timing ----------------------------------------------------------------------------------------
+
+Sampler = Callable[[int], Awaitable[float]]
+"""Runs an operation n times in a row and returns the elapsed seconds."""
+
+
+def sync_sampler(call: Callable[[], object]) -> Sampler:
+    async def run(n: int) -> float:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            call()
+        return time.perf_counter() - t0
+
+    return run
+
+
+def async_sampler(call: Callable[[], Awaitable[object]]) -> Sampler:
+    async def run(n: int) -> float:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            await call()
+        return time.perf_counter() - t0
+
+    return run
+
+
+async def side_by_side(samplers: dict[str, Sampler], plan: Rounds) -> dict[str, float]:
+    """Median seconds per call of each operation, over rounds that alternate between them."""
+    for sampler in samplers.values():
+        await sampler(plan.warmup)
+    names = list(samplers)
+    per_call: dict[str, list[float]] = {name: [] for name in names}
+    for index in range(plan.rounds):
+        shift = index % len(names)
+        for name in names[shift:] + names[:shift]:
+            per_call[name].append(await samplers[name](plan.per_round) / plan.per_round)
+    return {name: statistics.median(values) for name, values in per_call.items()}
+
+
+# -- servers and tools -----------------------------------------------------------------------------
+
+
+def _verified(result: CallToolResult) -> bool:
+    content = result.structured_content or {}
+    return not result.is_error and content.get("valid") is True and content.get("trusted") is True
+
+
+def _ok(result: CallToolResult) -> bool:
+    return not result.is_error and any(getattr(c, "text", None) == "ok" for c in result.content)
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    answered: Callable[[CallToolResult], bool]  # the answer to the benchmark document is the expected one
+
+
+VERIFY = Tool("verify_maml", _verified)
+NOOP = Tool("noop", _ok)
+
+
+@dataclass(frozen=True)
+class Server:
+    name: str  # what `initialize` reports as serverInfo.name
+    params: StdioServerParameters
+    tool: Tool
+
+
+def project_server(home: Path) -> Server:
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "mcp_server", "serve", "--transport", "stdio"],
+        env={"MACROSLOW_HOME": str(home), "MACROSLOW_LOG_LEVEL": "WARNING"},
+    )
+    return Server("macroslow-mcp", params, VERIFY)
+
+
+def noop_server() -> Server:
+    return Server("noop", StdioServerParameters(command=sys.executable, args=[str(NOOP_SERVER)]), NOOP)
+
+
+def connect(server: Server, errlog: TextIO, mode: str = "auto") -> Client:
+    return Client(stdio_client(server.params, errlog=errlog), mode=mode)
+
+
+async def tool_sampler(client: Client, tool: Tool, document: str) -> Sampler:
+    """A sampler calling `tool` with the document, after checking that one answer is the expected one."""
+    arguments = {"document": document}
+    result = await client.call_tool(tool.name, arguments)
+    if not tool.answered(result):
+        raise BenchError(f"{tool.name} answered unexpectedly: {result.model_dump_json()[:500]}")
+    return async_sampler(lambda: client.call_tool(tool.name, arguments))
+
+
+# -- report ----------------------------------------------------------------------------------------
+
+
+def report(label: str, figures: str, target: str = "", passed: bool | None = None) -> bool:
+    """Print one measurement; `passed` None marks information, not a target. Returns False on a miss."""
+    verdict = "" if passed is None else ("PASS" if passed else "FAIL")
+    print(f"{label:<{LABEL_WIDTH}} {figures}  {target}  {verdict}".rstrip(), flush=True)
+    return passed is not False
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.2f} ms"
+
+
+def header(fixture: Fixture) -> None:
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    print(f"python {platform.python_version()} ({platform.python_implementation()}) on {platform.platform()}")
+    versions = ", ".join(f"{name} {version(name)}" for name in ("mcp", "cryptography", "pydantic"))
+    print(f"cpus: {os.cpu_count()} (usable {affinity}); {versions}")
+    print(
+        f"rounds: in-process {IN_PROCESS.rounds}x{IN_PROCESS.per_round} calls, stdio {STDIO.rounds}x"
+        f"{STDIO.per_round} calls, interleaved, medians; cold starts {COLD_STARTS} per server (+1 discarded)"
+    )
+    print(
+        f"document: example workflow padded to {fixture.unsigned_bytes} bytes, "
+        f"{len(fixture.signed.encode('utf-8'))} bytes signed (ML-DSA-65), "
+        f"{len(fixture.canonical)} canonical bytes verified"
+    )
+    print()
+
+
+# -- the three benchmarks --------------------------------------------------------------------------
+
+
+async def bench_in_process(fx: Fixture) -> bool:
+    raw = sync_sampler(lambda: fx.public_key.verify(fx.signature, fx.canonical, mldsa.MAML_CONTEXT))
+    library = sync_sampler(lambda: inspect_signature(fx.signed, fx.keys, limits=fx.limits))
+    async with Client(build_server(fx.settings)) as client:
+        memory = await tool_sampler(client, VERIFY, fx.signed)
+        t = await side_by_side({"raw": raw, "library": library, "memory": memory}, IN_PROCESS)
+    floor = f"raw ML-DSA-65 verify ({ms(t['raw'])})"
+    ratio = t["library"] / t["raw"]
+    ok = report(
+        "verify_maml in-process (library)",
+        f"{ms(t['library'])} = {ratio:.1f}x {floor}",
+        f"target <= {MAX_LIBRARY_RATIO:.1f}x",
+        ratio <= MAX_LIBRARY_RATIO,
+    )
+    report(
+        "verify_maml in-process (in-memory client)",
+        f"{ms(t['memory'])} = {t['memory'] / t['raw']:.1f}x {floor}",
+    )
+    return ok
+
+
+async def bench_stdio(home: Path, document: str, errlog: TextIO) -> bool:
+    servers = [project_server(home), noop_server()]
+    async with AsyncExitStack() as stack:
+        samplers: dict[str, Sampler] = {}
+        protocols: set[str] = set()
+        for server in servers:
+            client = await stack.enter_async_context(connect(server, errlog))
+            protocols.add(client.protocol_version)
+            samplers[server.name] = await tool_sampler(client, server.tool, document)
+        t = await side_by_side(samplers, STDIO)
+    verify, noop = (t[server.name] for server in servers)
+    ratio = noop / verify  # calls per second are the inverse of seconds per call
+    ok = report(
+        "verify_maml over stdio (sequential)",
+        f"{1 / verify:.0f} calls/s = {ratio:.2f}x no-op tool ({1 / noop:.0f} calls/s)",
+        f"target >= {MIN_STDIO_RATIO:.1f}x",
+        ratio >= MIN_STDIO_RATIO,
+    )
+    report(
+        "  per call over stdio",
+        f"verify_maml {ms(verify)}, no-op {ms(noop)}, difference {ms(verify - noop)} "
+        f"(protocol {', '.join(sorted(protocols))})",
+    )
+    return ok
+
+
+async def cold_start(server: Server, errlog: TextIO) -> float:
+    """Seconds from spawning the server to the `initialize` answer (legacy handshake)."""
+    t0 = time.perf_counter()
+    async with connect(server, errlog, mode="legacy") as client:
+        elapsed = time.perf_counter() - t0
+        info = client.server_info
+    if info is None or info.name != server.name:
+        raise BenchError(f"expected server {server.name!r}, initialize answered {info}")
+    return elapsed
+
+
+async def bench_cold_start(home: Path, errlog: TextIO) -> bool:
+    servers = [project_server(home), noop_server()]
+    starts: dict[str, list[float]] = {server.name: [] for server in servers}
+    for server in servers:  # discarded: fills the page cache and bytecode caches
+        await cold_start(server, errlog)
+    for _ in range(COLD_STARTS):
+        for server in servers:
+            starts[server.name].append(await cold_start(server, errlog))
+    project, noop = (statistics.median(starts[s.name]) for s in servers)
+    project_max, noop_max = (max(starts[s.name]) for s in servers)
+    return report(
+        "serve cold start (stdio, to initialize)",
+        f"median {project:.2f} s, max {project_max:.2f} s = {project / noop:.2f}x "
+        f"no-op server (median {noop:.2f} s, max {noop_max:.2f} s)",
+        f"target median < {MAX_COLD_START_S:.1f} s",
+        project < MAX_COLD_START_S,
+    )
+
+
+async def run_all(home: Path, errlog: TextIO) -> bool:
+    fixture = make_fixture(home)
+    header(fixture)
+    results = [
+        await bench_in_process(fixture),
+        await bench_stdio(home, fixture.signed, errlog),
+        await bench_cold_start(home, errlog),
+    ]
+    return all(results)
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside (nested) exception groups, which task groups wrap errors in."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
+def main() -> int:
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="macroslow-bench-") as tmp:
+        log_path = Path(tmp) / "servers-stderr.log"
+        with open(log_path, "w", encoding="utf-8") as errlog:
+            try:
+                ok = anyio.run(run_all, Path(tmp) / "home", errlog)
+            except Exception as exc:  # a broken run is reported, with the servers' last words
+                for error in _leaves(exc):
+                    print(f"\nbroken run: {type(error).__name__}: {error}")
+                for line in log_path.read_text(encoding="utf-8").splitlines()[-10:]:
+                    print(f"  server: {line}")
+                return 2
+    print(f"\n{'PASS' if ok else 'FAIL'}: {time.perf_counter() - t0:.0f} s in all")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
