@@ -171,7 +171,7 @@ def test_unknown_key(example_text: str, keystore: KeyStore, tmp_path: Path) -> N
 @pytest.mark.parametrize("claimed", ["ML-DSA-44", "ML-DSA-87"])
 def test_wrong_algorithm(example_text: str, keystore: KeyStore, claimed: str) -> None:
     signed = signed_text(example_text, keystore)
-    tampered = signed.replace("algorithm: ML-DSA-65", f"algorithm: {claimed}")
+    tampered = signed.replace('algorithm: "ML-DSA-65"', f"algorithm: {claimed}")
     assert tampered != signed
     report = inspect_signature(tampered, keystore)
     assert not report.valid
@@ -181,7 +181,9 @@ def test_wrong_algorithm(example_text: str, keystore: KeyStore, claimed: str) ->
 
 @pytest.mark.parametrize("claimed", ["Dilithium5", "ml-dsa-65", "ML-DSA-65 ", "Ed25519"])
 def test_unsupported_algorithm(example_text: str, keystore: KeyStore, claimed: str) -> None:
-    tampered = signed_text(example_text, keystore).replace("algorithm: ML-DSA-65", f"algorithm: '{claimed}'")
+    tampered = signed_text(example_text, keystore).replace(
+        'algorithm: "ML-DSA-65"', f"algorithm: '{claimed}'"
+    )
     report = inspect_signature(tampered, keystore)
     assert not report.valid
     assert any("unsupported algorithm" in r for r in report.reasons)
@@ -195,7 +197,10 @@ def test_malformed_base64(example_text: str, keystore: KeyStore, value: str) -> 
     start, end = value_span(signed)
     report = inspect_signature(signed[:start] + value + signed[end:], keystore)
     assert not report.valid
-    assert any("not valid base64" in r for r in report.reasons), report.reasons
+    # A backslash escape is not allowed in the signature block at all (docs/maml.md).
+    assert any("not valid base64" in r or "signature lines must read" in r for r in report.reasons), (
+        report.reasons
+    )
 
 
 @pytest.mark.parametrize("cut", [4, 8, 4412])
@@ -222,7 +227,7 @@ def test_value_from_another_document(example_text: str, keystore: KeyStore) -> N
 def test_malformed_key_id_in_signature(example_text: str, keystore: KeyStore, key_id: str) -> None:
     kid = keystore.default_key_id()
     assert kid is not None
-    tampered = signed_text(example_text, keystore).replace(f"key_id: {kid}", f"key_id: '{key_id}'")
+    tampered = signed_text(example_text, keystore).replace(f'key_id: "{kid}"', f"key_id: '{key_id}'")
     report = inspect_signature(tampered, keystore)
     assert not report.valid
     assert any("malformed key id" in r for r in report.reasons)
@@ -340,41 +345,27 @@ def test_detached_malformed(example_text: str, keystore: KeyStore, detached: str
 HEAD = '---\nmaml_version: "2.0"\nid: "urn:uuid:6f1c2a3e-8b4d-4e7a-9c1f-2d3b4a5c6e7f"\ntype: workflow\n'
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="signing.verify_signature runs _same_front_matter only for embedded blocks: under a detached "
-    "signature, lines starting with 'signature:' inserted inside a multi-line flow scalar are cut from "
-    "the canonical bytes but change the parsed front matter (here requires.shots)",
-)
 def test_detached_signature_covers_what_is_used(keystore: KeyStore) -> None:
+    """Lines cut out as a `signature:` entry from inside another value are refused, not read."""
     original = HEAD + 'requires: {note: "small run,\nplease"}\n---\n# T\n'
     sig = json.dumps(sign_detached(original, keystore))
     injected = original.replace("small run,\n", 'small run,\nsignature: x", shots: 100000000, y: "\n')
     assert parser.canonical_bytes(injected) == parser.canonical_bytes(original)
     assert parser.parse(original).front_matter.requires.shots is None
-    assert parser.parse(injected).front_matter.requires.shots == 100000000
+    with pytest.raises(InvalidDocument, match="inside another value"):
+        parser.parse(injected)
     report = inspect_signature(injected, keystore, detached=sig)
     assert not report.valid
+    assert any("inside another value" in r for r in report.reasons)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="sign_document drops the first line starting with 'signature:' even when it is inside a "
-    "multi-line quoted scalar (no top-level signature entry exists), silently changing the signed "
-    "document's content instead of refusing it",
-)
 def test_signing_keeps_the_front_matter_meaning(keystore: KeyStore) -> None:
     original = HEAD + 'title: "Deploy only after\nsignature: approved by ops\nhas been recorded"\n---\n# T\n'
-    before = parser.parse(original)
-    assert before.front_matter.signature is None
-    assert before.title == "Deploy only after signature: approved by ops has been recorded"
-    try:
-        signed = signed_text(original, keystore)
-    except InvalidDocument:
-        return  # refusing such a document is a fine fix too
-    assert parser.parse(signed).title == before.title
+    # Plain YAML reads the title with the line in it; the canonical rule would cut it: refused.
+    with pytest.raises(InvalidDocument, match="inside another value"):
+        parser.parse(original)
+    with pytest.raises(InvalidDocument, match="inside another value"):
+        signed_text(original, keystore)
 
 
 def test_embedded_signature_covers_what_is_used(keystore: KeyStore) -> None:
@@ -385,12 +376,6 @@ def test_embedded_signature_covers_what_is_used(keystore: KeyStore) -> None:
     assert not inspect_signature(injected, keystore).valid
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=InvalidDocument,
-    reason="inspect_signature calls parser.to_text outside its try block, so bytes that are not UTF-8 "
-    "(or contain NUL or a BOM) raise InvalidDocument instead of giving a report, against its docstring",
-)
 @pytest.mark.parametrize("document", [b"---\n\xff\n---\n", "---\n\x00\n---\n"], ids=["not-utf8", "nul"])
 def test_inspect_never_raises_for_malformed_input(keystore: KeyStore, document: str | bytes) -> None:
     report = inspect_signature(document, keystore)
@@ -510,3 +495,76 @@ def test_sign_with_malformed_key_id(example_text: str, keystore: KeyStore, key_i
 
 def test_check_key_id_accepts_hex() -> None:
     assert check_key_id("0123456789abcdef" * 2) == "0123456789abcdef" * 2
+
+
+# -- where the signature entry may stand ----------------------------------------------------------
+
+
+def _block(signed: str) -> str:
+    match = re.search(r"^signature:\n(?:  .*\n)+", signed, flags=re.MULTILINE)
+    assert match is not None
+    return match.group(0)
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        "requires:\n  qubits: 3\n{sig}# a comment\nother: 1\n",  # after a nested mapping, before a comment
+        "libs:\n  - a\n  - b\n{sig}\nother: 1\n",  # after a block sequence, before a blank line
+        "note: |\n  text\n{sig}other: 1\n",  # after a block scalar
+        "{sig}note: plain\n",  # first entry
+    ],
+    ids=["nested-mapping", "sequence", "block-scalar", "first"],
+)
+def test_signature_entry_may_stand_between_entries(keystore: KeyStore, layout: str) -> None:
+    unsigned = HEAD + layout.format(sig="") + "---\n# T\n"
+    block = _block(signed_text(unsigned, keystore))
+    moved = HEAD + layout.format(sig=block) + "---\n# T\n"
+    assert parser.canonical_bytes(moved) == parser.canonical_bytes(unsigned)
+    report = inspect_signature(moved, keystore)
+    assert (report.valid, report.trusted) == (True, True), report.reasons
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        'title: "two\n{sig}lines"\n',  # inside a double-quoted scalar
+        "title: 'two\n{sig}lines'\n",  # inside a single-quoted scalar
+        "libs: [a,\n{sig}b]\n",  # inside a flow sequence
+        "note: |+\n  kept\n\n{sig}\nother: 1\n",  # between a keep-chomped scalar's trailing blank lines
+    ],
+    ids=["double-quoted", "single-quoted", "flow", "keep-chomp"],
+)
+def test_signature_entry_inside_a_value_is_refused(keystore: KeyStore, layout: str) -> None:
+    sig = "signature:\n  algorithm: ML-DSA-65\n"
+    document = HEAD + layout.format(sig=sig) + "---\n# T\n"
+    with pytest.raises(InvalidDocument, match="inside another value"):
+        parser.parse(document)
+    assert not inspect_signature(document, keystore).valid
+
+
+def test_flow_front_matter_is_refused(keystore: KeyStore) -> None:
+    uid = "urn:uuid:6f1c2a3e-8b4d-4e7a-9c1f-2d3b4a5c6e7f"
+    document = f'---\n{{maml_version: "2.0", id: "{uid}", type: workflow}}\n---\n'
+    with pytest.raises(InvalidDocument, match="block mapping"):
+        sign_document(document, keystore)
+
+
+def test_signature_fields_are_quoted_strings(example_text: str, keystore: KeyStore) -> None:
+    """An all-digit key id must stay a string for any YAML reader, so every field is quoted."""
+    block = _block(signed_text(example_text, keystore))
+    for line in block.splitlines()[1:]:
+        _, _, value = line.strip().partition(": ")
+        assert value.startswith('"') and value.endswith('"'), line
+    import yaml
+
+    data = yaml.safe_load(block)["signature"]
+    assert all(isinstance(v, str) for v in data.values())
+
+
+def test_detached_signature_for_another_document(example_text: str, keystore: KeyStore) -> None:
+    sig = sign_detached(example_text, keystore)
+    sig["document_id"] = "urn:uuid:00000000-0000-0000-0000-000000000000"
+    report = inspect_signature(example_text, keystore, detached=json.dumps(sig))
+    assert not report.valid
+    assert any("is for document urn:uuid:00000000" in r for r in report.reasons)

@@ -7,7 +7,7 @@ import uuid
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 SECTION_NAMES = ("Intent", "Context", "Code_Blocks", "Input_Schema", "Output_Schema", "History")
 
@@ -27,10 +27,10 @@ class DocumentType(StrEnum):
 _ENTRY = re.compile(
     r"""^(?:
         \*
-      | agent://[A-Za-z0-9._~@:+\-/]*\*?
-      | gateway://[A-Za-z0-9._~\-]*\*?
-      | scope:[A-Za-z0-9._:\-/]*\*?
-      | role:[A-Za-z0-9._:\-/]*\*?
+      | agent://(?:[A-Za-z0-9._~@:+\-/]+\*?|\*)
+      | gateway://(?:[A-Za-z0-9._~\-]+\*?|\*)
+      | scope:(?:[A-Za-z0-9._:\-/]+\*?|\*)
+      | role:(?:[A-Za-z0-9._:\-/]+\*?|\*)
     )$""",
     re.VERBOSE,
 )
@@ -83,9 +83,9 @@ class Requires(BaseModel):
 
     libs: list[str] = Field(default_factory=list)
     apis: list[str] = Field(default_factory=list)
-    qubits: int | None = Field(default=None, ge=1)
-    shots: int | None = Field(default=None, ge=1)
-    max_tokens: int | None = Field(default=None, ge=1)
+    qubits: StrictInt | None = Field(default=None, ge=1)
+    shots: StrictInt | None = Field(default=None, ge=1)
+    max_tokens: StrictInt | None = Field(default=None, ge=1)
 
 
 class SignatureBlock(BaseModel):
@@ -116,19 +116,21 @@ class FrontMatter(BaseModel):
     @field_validator("maml_version", mode="before")
     @classmethod
     def _version(cls, value: Any) -> str:
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
-            raise ValueError('maml_version must be a string such as "2.0"')
-        return str(value)
+        if not isinstance(value, str):
+            raise ValueError('maml_version must be a string such as "2.0" (quote it: 2.10 would read as 2.1)')
+        return value
 
     @field_validator("id")
     @classmethod
     def _urn(cls, value: str) -> str:
-        if not value.startswith("urn:uuid:"):
-            raise ValueError("id must be a UUID URN, urn:uuid:<uuid>")
+        message = "id must be a UUID URN in canonical form, urn:uuid:xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"
+        rest = value.removeprefix("urn:uuid:")
         try:
-            uuid.UUID(value.removeprefix("urn:uuid:"))
+            canonical = str(uuid.UUID(rest))
         except ValueError:
-            raise ValueError("id must be a UUID URN, urn:uuid:<uuid>") from None
+            raise ValueError(message) from None
+        if not value.startswith("urn:uuid:") or rest.lower() != canonical:
+            raise ValueError(message)
         return value
 
     @field_validator("origin")
@@ -167,6 +169,7 @@ class MamlDocument(BaseModel):
     sections: list[Section]
     code_blocks: list[CodeBlock]
     text: str
+    canonical: bytes = Field(repr=False, description="The bytes a signature covers (docs/maml.md).")
 
     @property
     def id(self) -> str:

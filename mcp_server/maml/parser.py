@@ -1,8 +1,13 @@
 """Reading MAML text: size cap, front matter split, strict YAML, schema, sections and code blocks.
 
-Also the byte-exact canonical form that signatures cover (`canonical_bytes`, see docs/maml.md):
-the document with line endings normalised to LF and the front matter's top-level `signature:` entry
-(its line and every following line that starts with a space or a tab) removed.
+Also the byte-exact canonical form that signatures cover (see docs/maml.md): the document with line
+endings normalised to LF and the front matter's top-level `signature:` entry - its line and every
+following line that starts with a space or a tab - removed.
+
+A document's meaning is read from exactly those canonical bytes plus the signature entry, so what is
+signed is what is used. The signature entry may not sit inside another value (a multi-line string or
+collection): the YAML reading of the canonical front matter is checked for any node spanning the place
+the entry was cut from.
 """
 
 from __future__ import annotations
@@ -10,6 +15,8 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -19,6 +26,12 @@ from mcp_server.maml.model import SECTION_NAMES, CodeBlock, FrontMatter, MamlDoc
 
 DELIMITER = "---"
 _SIGNATURE_LINE = re.compile(r"^signature:(?:[ \t]|$)")
+_SIGNATURE_FIELD = re.compile(
+    r"""^[ ][ ](?P<key>[a-z_]+):[ ]
+        (?:"(?P<quoted>[^"\\]*)"|'(?P<single>[^']*)'|(?P<plain>[A-Za-z0-9][^\s#'"]*))[ \t]*$""",
+    re.VERBOSE,
+)
+_SIGNATURE_KEY = re.compile(r"[a-z_]+")
 _FENCE = re.compile(r"^(?P<indent> {0,3})(?P<fence>`{3,}|~{3,})(?P<info>.*)$")
 
 
@@ -30,34 +43,43 @@ class Limits:
 
 def to_text(document: str | bytes, limits: Limits) -> str:
     """Check the size before anything else, then decode and normalise line endings to LF."""
-    size = len(document) if isinstance(document, bytes) else len(document.encode("utf-8", "surrogatepass"))
-    if size > limits.max_bytes:
+    if isinstance(document, str):
+        try:
+            data = document.encode("utf-8")
+        except UnicodeEncodeError:
+            if len(document) > limits.max_bytes:  # at least this many bytes
+                raise RequestTooLarge(
+                    "document is larger than the configured limit",
+                    requested=len(document),
+                    allowed=limits.max_bytes,
+                ) from None
+            raise InvalidDocument("document contains unpaired surrogates; it must be valid Unicode") from None
+    else:
+        data = document
+    if len(data) > limits.max_bytes:
         raise RequestTooLarge(
-            "document is larger than the configured limit", requested=size, allowed=limits.max_bytes
+            "document is larger than the configured limit", requested=len(data), allowed=limits.max_bytes
         )
     if isinstance(document, bytes):
         try:
-            document = document.decode("utf-8")
+            document = data.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise InvalidDocument(f"document is not UTF-8 (byte {exc.start})") from None
-    try:
-        document.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidDocument("document contains unpaired surrogates; it must be valid Unicode") from None
-    if "\x00" in document:
-        line = document.count("\n", 0, document.index("\x00")) + 1
-        raise InvalidDocument("document contains a NUL character", line=line)
     if document.startswith("\ufeff"):
         raise InvalidDocument("document starts with a byte-order mark; save it as UTF-8 without BOM", line=1)
-    return document.replace("\r\n", "\n").replace("\r", "\n")
+    text = document.replace("\r\n", "\n").replace("\r", "\n")
+    if "\x00" in text:
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        raise InvalidDocument("document contains a NUL character", line=line)
+    return text
 
 
 @dataclass(frozen=True)
 class Split:
-    """Line indices (0-based, into `lines`) of the front matter between its two delimiters."""
+    """A document cut into lines: line 0 opens the front matter, line `close` closes it."""
 
     lines: list[str]
-    close: int  # index of the closing delimiter line
+    close: int
 
     @property
     def front_matter(self) -> str:
@@ -87,25 +109,86 @@ def signature_lines(parts: Split) -> range:
     return range(0)
 
 
+class Prepared:
+    """One pass over the text: split, signature lines and canonical form, each computed once."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.parts = split(text)
+        self.signature = signature_lines(self.parts)
+
+    @cached_property
+    def canonical_text(self) -> str:
+        if not self.signature:
+            return self.text
+        lines = self.parts.lines
+        return "".join(lines[: self.signature.start]) + "".join(lines[self.signature.stop :])
+
+    @cached_property
+    def canonical(self) -> bytes:
+        return self.canonical_text.encode("utf-8")
+
+    @property
+    def canonical_front_matter(self) -> str:
+        lines = self.parts.lines
+        if not self.signature:
+            return self.parts.front_matter
+        return "".join(lines[1 : self.signature.start]) + "".join(
+            lines[self.signature.stop : self.parts.close]
+        )
+
+
+def prepare(document: str | bytes, limits: Limits) -> Prepared:
+    return Prepared(to_text(document, limits))
+
+
 def canonical_text(text: str) -> str:
-    parts = split(text)
-    drop = signature_lines(parts)
-    return "".join(line for i, line in enumerate(parts.lines) if i not in drop)
+    return Prepared(text).canonical_text
 
 
 def canonical_bytes(document: str | bytes, limits: Limits | None = None) -> bytes:
     """The bytes a MAML signature covers."""
-    return canonical_text(to_text(document, limits or Limits())).encode("utf-8")
+    return prepare(document, limits or Limits()).canonical
 
 
 def replace_signature(text: str, block_lines: list[str]) -> str:
     """Drop any signature entry and append `block_lines` as the last front matter entry."""
-    parts = split(text)
-    drop = signature_lines(parts)
-    kept = [line for i, line in enumerate(parts.lines[: parts.close]) if i not in drop]
-    if kept and not kept[-1].endswith("\n"):  # pragma: no cover - split() guarantees a newline here
-        kept[-1] += "\n"
-    return "".join([*kept, *(line + "\n" for line in block_lines), *parts.lines[parts.close :]])
+    prepared = Prepared(text)
+    lines = prepared.parts.lines
+    kept = [line for i, line in enumerate(lines[: prepared.parts.close]) if i not in prepared.signature]
+    return "".join([*kept, *(line + "\n" for line in block_lines), *lines[prepared.parts.close :]])
+
+
+def _signature_entry(prepared: Prepared) -> dict[str, str]:
+    """Read the signature entry: `signature:` then two-space indented `key: value` lines (docs/maml.md)."""
+    lines = prepared.parts.lines
+    first = prepared.signature.start
+    if lines[first].rstrip("\n").rstrip(" \t") != "signature:":
+        raise InvalidDocument(
+            "signature must be a block of indented `key: value` lines", field="signature", line=first + 1
+        )
+    fields: dict[str, str] = {}
+    for index in range(first + 1, prepared.signature.stop):
+        line = lines[index].rstrip("\n")
+        key, sep, value = line[2:].partition(": ")
+        if sep and line.startswith("  ") and _SIGNATURE_KEY.fullmatch(key) and _quoted_plainly(value):
+            value = value[1:-1]  # the common, long case (the base64 value) without a regex scan
+        else:
+            match = _SIGNATURE_FIELD.match(line)
+            if match is None:
+                raise InvalidDocument(
+                    "signature lines must read `  key: value`", field="signature", line=index + 1
+                )
+            key = match["key"]
+            value = next(v for v in (match["quoted"], match["single"], match["plain"]) if v is not None)
+        if key in fields:
+            raise InvalidDocument("duplicate key", field=f"signature.{key}", line=index + 1)
+        fields[key] = value
+    return fields
+
+
+def _quoted_plainly(value: str) -> bool:
+    return len(value) >= 2 and value[0] == value[-1] == '"' and '"' not in value[1:-1] and "\\" not in value
 
 
 def _body(lines: list[str], first: int) -> tuple[str | None, list[Section], list[CodeBlock]]:
@@ -127,8 +210,13 @@ def _body(lines: list[str], first: int) -> tuple[str | None, list[Section], list
         number = index + 1
         if fence is not None:
             marker, start, language, code = fence
-            stripped = line.strip()
-            if stripped.startswith(marker[0] * len(marker)) and set(stripped) == {marker[0]}:
+            stripped = line.rstrip()
+            closing = stripped.lstrip(" ")
+            if (
+                len(stripped) - len(closing) <= 3
+                and len(closing) >= len(marker)
+                and set(closing) == {marker[0]}
+            ):
                 blocks.append(CodeBlock(language=language, code="".join(code), section=current, line=start))
                 fence = None
             else:
@@ -165,7 +253,7 @@ def _check_schema_sections(sections: list[Section], blocks: list[CodeBlock]) -> 
         if section is None:
             continue
         for block in (b for b in blocks if b.section == name):
-            if block.language not in ("json", ""):
+            if block.language.lower() not in ("json", ""):
                 continue
             try:
                 schema = json.loads(block.code)
@@ -177,33 +265,65 @@ def _check_schema_sections(sections: list[Section], blocks: list[CodeBlock]) -> 
                 raise InvalidDocument(f"'## {name}' must hold a JSON object (a JSON Schema)", line=block.line)
 
 
-def parse(document: str | bytes, limits: Limits | None = None) -> MamlDocument:
-    """Parse and validate a MAML document, or raise InvalidDocument / RequestTooLarge."""
-    limits = limits or Limits()
-    text = to_text(document, limits)
-    parts = split(text)
-    data = strict_yaml.load(parts.front_matter, max_depth=limits.max_depth, line_offset=2)
+def _front_matter(prepared: Prepared, limits: Limits) -> FrontMatter:
+    cut = prepared.signature.start - 1 if prepared.signature else None  # in front matter coordinates
+    data: dict[str, Any] = strict_yaml.load(
+        prepared.canonical_front_matter, max_depth=limits.max_depth, line_offset=2, cut=cut
+    )
+    if "signature" in data:
+        if prepared.signature:
+            raise InvalidDocument(
+                "duplicate key",
+                field="signature",
+                line=_key_line(prepared.parts, "signature", skip=prepared.signature),
+            )
+        raise InvalidDocument(
+            "the signature entry must start a line as `signature:` (unquoted, at column 0)", field="signature"
+        )
+    if prepared.signature:
+        data["signature"] = _signature_entry(prepared)
     try:
-        front = FrontMatter.model_validate(data)
+        return FrontMatter.model_validate(data)
     except ValidationError as exc:
         error = exc.errors()[0]
         field = ".".join(str(p) for p in error["loc"])
         top = str(error["loc"][0]) if error["loc"] else ""
-        line = _key_line(parts, top)
         message = error["msg"].removeprefix("Value error, ")
-        raise InvalidDocument(message, field=field or None, line=line) from None
-    title, sections, blocks = _body(parts.lines, parts.close + 1)
-    _check_schema_sections(sections, blocks)
+        raise InvalidDocument(message, field=field or None, line=_key_line(prepared.parts, top)) from None
+
+
+def parse_prepared(prepared: Prepared, limits: Limits, *, body: bool = True) -> MamlDocument:
+    front = _front_matter(prepared, limits)
+    title: str | None = None
+    sections: list[Section] = []
+    blocks: list[CodeBlock] = []
+    if body:
+        title, sections, blocks = _body(prepared.parts.lines, prepared.parts.close + 1)
+        _check_schema_sections(sections, blocks)
     return MamlDocument(
-        front_matter=front, title=front.title or title, sections=sections, code_blocks=blocks, text=text
+        front_matter=front,
+        title=front.title or title,
+        sections=sections,
+        code_blocks=blocks,
+        text=prepared.text,
+        canonical=prepared.canonical,
     )
 
 
-def _key_line(parts: Split, key: str) -> int | None:
+def parse(document: str | bytes, limits: Limits | None = None, *, body: bool = True) -> MamlDocument:
+    """Parse and validate a MAML document, or raise InvalidDocument / RequestTooLarge.
+
+    With `body=False` only the front matter is read (what signature checks need).
+    """
+    limits = limits or Limits()
+    return parse_prepared(prepare(document, limits), limits, body=body)
+
+
+def _key_line(parts: Split, key: str, skip: range = range(0)) -> int | None:
     if not key:
         return None
-    pattern = re.compile(rf"^{re.escape(key)}\s*:")
+    pattern = re.compile(rf"""^(?:{re.escape(key)}|"{re.escape(key)}"|'{re.escape(key)}')\s*:""")
     for index in range(1, parts.close):
-        if pattern.match(parts.lines[index]):
+        if index not in skip and pattern.match(parts.lines[index]):
             return index + 1
     return 2  # a missing required field: point at the start of the front matter
