@@ -15,6 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Annotated, ParamSpec, TypeVar
 
+from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult, TextContent
 from pydantic import BaseModel
 
@@ -32,6 +33,24 @@ def error_result(exc: MacroslowError) -> CallToolResult:
         structured_content={"error": exc.to_dict()},
         is_error=True,
     )
+
+
+# JSON-RPC error codes for resource reads (the implementation-defined range, -32000 to -32099, plus
+# MCP's -32002 "resource not found"); `data` carries the stable code and details.
+_RESOURCE_CODES = {
+    "not_found": -32002,
+    "unauthenticated": -32001,
+    "forbidden": -32003,
+    "rate_limited": -32029,
+    "request_too_large": -32013,
+    "invalid_document": -32602,
+}
+
+
+def resource_error(exc: MacroslowError) -> MCPError:
+    """A `MacroslowError` as the JSON-RPC error a resource read answers with."""
+    log.info("resource read refused: %s", exc.code)
+    return MCPError(code=_RESOURCE_CODES.get(exc.code, -32000), message=str(exc), data=exc.to_dict())
 
 
 def ok_result(model: BaseModel) -> CallToolResult:

@@ -6,24 +6,44 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
 
 import resources
 import tools
 from mcp_server import __version__
+from mcp_server.auth.tokens import SdkTokenVerifier
 from mcp_server.settings import Settings
-from mcp_server.state import AppState
+from mcp_server.state import AppState, CallerSource
+from mcp_server.visibility import ScopeVisibility
 
 INSTRUCTIONS = """\
 Tools for MAML documents (Markdown with YAML front matter): validate_maml checks form and safety,
 sign_maml signs with a post-quantum ML-DSA key, verify_maml checks a signature and whether its key is
 trusted. Errors start with a stable code (invalid_document, request_too_large, signature_invalid,
-key_error, not_found, forbidden, ...). Workflows are listed at maml://workflows."""
+key_error, not_found, unauthenticated, forbidden, rate_limited with retry_after, ...); forbidden
+names the missing scope or document permission. Workflows you may read are at maml://workflows."""
 
 
-def build_server(settings: Settings | None = None) -> MCPServer[AppState]:
+def build_server(
+    settings: Settings | None = None, *, caller_source: CallerSource = "local"
+) -> MCPServer[AppState]:
+    """The server. `caller_source="bearer"` (the HTTP transports with authentication) makes every
+    request carry a bearer token verified through the SDK's `TokenVerifier`; with "local" (stdio,
+    in-memory clients, HTTP with --no-auth) the caller is MACROSLOW_TOKEN's or the local principal."""
     settings = settings or Settings()
-    state = AppState(settings)
+    state = AppState(settings, caller_source=caller_source)
+    auth: dict[str, Any] = {}
+    if caller_source == "bearer":
+        auth = {
+            "auth": AuthSettings(
+                issuer_url=_issuer_url(settings),
+                resource_server_url=settings.resource_url,  # type: ignore[arg-type]
+                validate_token_resource=False,  # TokenAuthority checks `aud` itself
+                required_scopes=[],  # per-tool scopes: the policy layer and the HTTP scope gate
+            ),
+            "token_verifier": SdkTokenVerifier(state.authority),
+        }
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
@@ -37,10 +57,22 @@ def build_server(settings: Settings | None = None) -> MCPServer[AppState]:
         instructions=INSTRUCTIONS,
         lifespan=lifespan,
         log_level=_level(settings.log_level),
+        middleware=[ScopeVisibility(state)],
+        **auth,
     )
+    server.state = state  # type: ignore[attr-defined]  # for the HTTP app builder
     tools.register_all(server, state)
     resources.register_all(server, state)
     return server
+
+
+def _issuer_url(settings: Settings) -> Any:
+    """The authorization server named in the protected-resource metadata: the first configured
+    issuer that is an http(s) URL, else the local development issuer (which has no endpoints)."""
+    for cfg in settings.issuers:
+        if cfg.issuer.startswith(("https://", "http://")):
+            return cfg.issuer
+    return settings.local_issuer
 
 
 def _level(name: str) -> Any:

@@ -3,13 +3,51 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from mcp_server.crypto.mldsa import DEFAULT_ALGORITHM, Algorithm
 
 MiB = 1024 * 1024
+
+# Every scope a tool or resource can require (the policy layer maps each tool to one of them).
+ALL_SCOPES = ("maml:read", "maml:sign", "quantum:run", "quantum:read", "openai:query", "receipts:read")
+LOCAL_ISSUER = "https://macroslow-mcp.invalid/local-issuer"
+
+
+class IssuerConfig(BaseModel):
+    """One trusted token issuer (an identity provider, or another service minting tokens).
+
+    Keys come from a JWKS URL, PEM files, or an HS256 shared secret; `algorithms` is the explicit
+    allow-list, checked against each key's type when the server starts.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    issuer: str = Field(description="Exact `iss` value, e.g. https://login.microsoftonline.com/<tenant>/v2.0")
+    algorithms: list[str] = Field(min_length=1, description="Allowed JWS algorithms, e.g. [RS256].")
+    audience: list[str] | None = Field(default=None, description="Accepted `aud` values; default: server's.")
+    jwks_url: str | None = None
+    public_key_files: list[Path] = Field(default_factory=list, description="PEM public keys (SPKI).")
+    hs256_secret: SecretStr | None = Field(default=None, description="Shared secret, at least 32 bytes.")
+    tenant_id: str | None = Field(default=None, description="Entra ID: require this `tid` claim.")
+    roles_as_scopes: bool = Field(
+        default=False, description="Treat app roles (`roles`) named like scopes as scopes (Entra app-only)."
+    )
+
+
+def _words(value: object) -> object:
+    """Accept a space- or comma-separated string for list settings, as well as JSON lists."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            import json
+
+            return json.loads(text)
+        return [w for w in text.replace(",", " ").split() if w]
+    return value
 
 
 class Settings(BaseSettings):
@@ -48,6 +86,56 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="Bind address for the HTTP transports.")
     port: int = Field(default=8000, ge=1, le=65535)
 
+    # -- who is calling ------------------------------------------------------------------------
+    resource_url: str = Field(
+        default="http://127.0.0.1:8000/mcp",
+        description="This server's public MCP URL (RFC 9728 metadata); set it when serving elsewhere.",
+    )
+    audience: str | None = Field(
+        default=None, description="The `aud` tokens must carry; default: resource_url. Not derived from port."
+    )
+    auth_required: bool = Field(default=True, description="HTTP transports require a bearer token.")
+    token: SecretStr | None = Field(default=None, description="stdio: the caller's bearer token.")
+    local_subject: str = Field(default="local", pattern=r"^[A-Za-z0-9._~@:+\-]{1,128}$")
+    local_scopes: Annotated[list[str], NoDecode] = Field(
+        default=list(ALL_SCOPES), description="Scopes of the local principal (stdio without a token)."
+    )
+    trust_local_issuer: bool = Field(default=True, description="Accept tokens from `token mint`.")
+    local_issuer: str = Field(default=LOCAL_ISSUER, description="`iss` of tokens `token mint` makes.")
+    local_issuer_algorithm: str = Field(default="ML-DSA-65", pattern=r"^(ML-DSA-65|HS256)$")
+    issuers: list[IssuerConfig] = Field(default_factory=list, description="Further trusted issuers (JSON).")
+    token_leeway_seconds: int = Field(default=30, ge=0, le=300)
+    jwks_cache_seconds: int = Field(default=3600, ge=60)
+    jwks_refetch_cooldown_seconds: int = Field(default=60, ge=1)
+
+    # -- what they may do ----------------------------------------------------------------------
+    read_only: bool = Field(default=False, description="Offer only tools that neither sign nor spend.")
+    tools: Annotated[list[str] | None, NoDecode] = Field(
+        default=None, description="Tool allow-list; default: all tools."
+    )
+    require_signed_execution: bool = Field(
+        default=True, description="Executing a workflow needs a valid signature by a trusted key."
+    )
+    max_qubits: int = Field(default=32, ge=1, le=1000)
+    max_shots: int = Field(default=100_000, ge=1)
+    max_tokens: int = Field(default=4096, ge=1, description="Cap on max_tokens per LLM request.")
+    max_request_bytes: int = Field(
+        default=4 * MiB, ge=1024, description="HTTP request body cap (413 before parsing)."
+    )
+    rate_per_minute: float = Field(default=1200, ge=0, description="Calls per principal per minute; 0: off.")
+    rate_burst: int = Field(default=120, ge=1, description="Calls a principal may make at once.")
+    llm_token_budget: int = Field(default=200_000, ge=0, description="LLM tokens per principal per period.")
+    llm_budget_period_seconds: int = Field(default=86_400, ge=60)
+
+    @field_validator("local_scopes", "tools", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        return _words(value)
+
+    @property
+    def expected_audience(self) -> str:
+        return self.audience or self.resource_url
+
     @field_validator("home", "workflows_dir", "keys_dir", "trust_store", mode="after")
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
@@ -64,6 +152,10 @@ class Settings(BaseSettings):
     @property
     def trust_path(self) -> Path:
         return self.trust_store or self.home / "trust"
+
+    @property
+    def issuer_path(self) -> Path:
+        return self.home / "issuer"
 
     @property
     def database(self) -> str:

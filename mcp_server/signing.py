@@ -57,11 +57,16 @@ def _signing_key(keys: KeyStore, key_id: str | None) -> tuple[str, mldsa.Private
 
 
 def sign_document(
-    document: str | bytes, keys: KeyStore, *, key_id: str | None = None, limits: parser.Limits | None = None
+    document: str | bytes | MamlDocument,
+    keys: KeyStore,
+    *,
+    key_id: str | None = None,
+    limits: parser.Limits | None = None,
 ) -> Signed:
-    """Validate, then sign the canonical bytes and embed the signature block (replacing any old one)."""
+    """Validate (unless given a parsed document), then sign the canonical bytes and embed the
+    signature block (replacing any old one)."""
     limits = limits or parser.Limits()
-    parsed = parser.parse(document, limits)
+    parsed = document if isinstance(document, MamlDocument) else parser.parse(document, limits)
     kid, private = _signing_key(keys, key_id)
     algorithm = mldsa.algorithm_of(private)
     value = base64.b64encode(mldsa.sign(private, parsed.canonical)).decode("ascii")

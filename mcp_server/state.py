@@ -6,28 +6,47 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Literal
 
+from sqlalchemy import Engine
+
+from mcp_server.auth.principal import Principal
+from mcp_server.auth.tokens import PrincipalAccessToken, TokenAuthority
 from mcp_server.crypto.keys import KeyStore
-from mcp_server.errors import MacroslowError
+from mcp_server.errors import MacroslowError, Unauthenticated
 from mcp_server.home import initialize, open_keys
+from mcp_server.maml.model import MamlDocument
 from mcp_server.maml.parser import Limits
+from mcp_server.policy.guard import Decision, Policy, Request, record_denial
 from mcp_server.settings import Settings
 from mcp_server.workflows import WorkflowDirectory
 
 log = logging.getLogger(__name__)
 
+# How callers are identified: "local" (stdio, or HTTP with --no-auth on loopback): the token in
+# MACROSLOW_TOKEN if set, else the configured local principal; "bearer" (HTTP): the bearer token the
+# SDK verified for this request, and nothing else.
+CallerSource = Literal["local", "bearer"]
+
 
 @dataclass
 class AppState:
     settings: Settings
+    caller_source: CallerSource = "local"
     limits: Limits = field(init=False)
+    authority: TokenAuthority = field(init=False)
     _keys: KeyStore | None = field(default=None, init=False)
     _workflows: WorkflowDirectory | None = field(default=None, init=False)
+    _policy: Policy | None = field(default=None, init=False)
+    _engine: Engine | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.limits = Limits(
             max_bytes=self.settings.max_document_bytes, max_depth=self.settings.max_yaml_depth
         )
+        self.settings.home.mkdir(parents=True, exist_ok=True)
+        # Built eagerly: the HTTP transports need the verifier before the lifespan runs.
+        self.authority = TokenAuthority.from_settings(self.settings)
 
     @property
     def keys(self) -> KeyStore:
@@ -41,9 +60,55 @@ class AppState:
             raise MacroslowError("server state is not open (used outside the server lifespan)")
         return self._workflows
 
+    @property
+    def policy(self) -> Policy:
+        if self._policy is None:
+            raise MacroslowError("server state is not open (used outside the server lifespan)")
+        return self._policy
+
+    @property
+    def local_principal(self) -> Principal:
+        return Principal(
+            sub=self.settings.local_subject,
+            issuer="local",
+            scopes=frozenset(self.settings.local_scopes),
+            local=True,
+        )
+
+    async def principal(self) -> Principal:
+        """The caller of the request being served, or `Unauthenticated`."""
+        from mcp.server.auth.middleware.auth_context import get_access_token
+
+        token = get_access_token()
+        if isinstance(token, PrincipalAccessToken) and isinstance(token.principal, Principal):
+            return token.principal
+        if self.caller_source == "bearer":
+            raise Unauthenticated("this request carries no verified bearer token")
+        if self.settings.token is not None:
+            return await self.authority.verify_async(self.settings.token.get_secret_value())
+        return self.local_principal
+
+    async def guard(
+        self,
+        operation: str,
+        *,
+        document: str | bytes | MamlDocument | None = None,
+        request: Request | None = None,
+    ) -> Decision:
+        """Identify the caller, then let the policy decide (see `mcp_server.policy.guard`)."""
+        try:
+            principal = await self.principal()
+        except MacroslowError as exc:
+            record_denial(None, operation, exc)
+            raise
+        return await self.policy.guard(principal, operation, document=document, request=request)
+
     @asynccontextmanager
     async def open(self) -> AsyncIterator[AppState]:
-        """Make sure the home exists (keys are created on first use), then load keys and trust."""
+        """Make sure the home exists (keys are created on first use), then load keys, trust, database."""
+        from mcp_server.db import open_engine
+        from mcp_server.policy.quota import RateLimiter
+
         report = initialize(self.settings, example=False)
         if report.new_key:
             log.warning(
@@ -58,8 +123,14 @@ class AppState:
         self._workflows = WorkflowDirectory(
             self.settings.workflows_path, self.limits, self.settings.max_workflows_listed
         )
+        self._engine = open_engine(self.settings.database)
+        limiter = RateLimiter(self._engine, self.settings.rate_per_minute, self.settings.rate_burst)
+        self._policy = Policy(self.settings, self._keys, self.limits, limiter)
         try:
             yield self
         finally:
+            self._engine.dispose()
             self._keys = None
             self._workflows = None
+            self._policy = None
+            self._engine = None

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from mcp.server.mcpserver import MCPServer
-from mcp.server.mcpserver.exceptions import ResourceNotFoundError
 from pydantic import BaseModel
 
-from mcp_server.errors import MacroslowError, NotFound
+from mcp_server.adapters import resource_error
+from mcp_server.auth.principal import Principal
+from mcp_server.errors import MacroslowError
 from mcp_server.maml import parser
+from mcp_server.policy.operations import DocumentAction
 from mcp_server.signing import inspect_signature
 from mcp_server.state import AppState
+
+log = logging.getLogger(__name__)
+OPERATION = "maml://workflows"
 
 
 class WorkflowEntry(BaseModel):
@@ -25,13 +31,19 @@ class WorkflowEntry(BaseModel):
     problems: list[str]
 
 
-def _entry(name: str, text: str, state: AppState) -> WorkflowEntry:
+def _entry(name: str, text: str, state: AppState, principal: Principal) -> WorkflowEntry | None:
+    """The listing entry, or None when the document's permissions.read do not admit the caller.
+
+    A document that does not parse has no permissions anyone can be admitted by: it is left out
+    (and logged for the operator, who can run `macroslow-mcp validate` on it).
+    """
     try:
         doc = parser.parse(text, state.limits)
     except MacroslowError as exc:
-        return WorkflowEntry(
-            id=None, uri=None, file=name, type=None, title=None, signature="invalid", problems=[str(exc)]
-        )
+        log.warning("workflow %s is not listed: %s", name, exc)
+        return None
+    if not state.policy.may(principal, DocumentAction.read, doc):
+        return None
     report = inspect_signature(text, state.keys, limits=state.limits)
     if not report.signed:
         status = "unsigned"
@@ -55,12 +67,17 @@ def register(server: MCPServer[Any], state: AppState) -> None:
         "maml://workflows",
         name="workflows",
         title="MAML workflows",
-        description="The workflows this server offers: id, type, title and signature status (JSON).",
+        description="The workflows you may read: id, type, title and signature status (JSON).",
         mime_type="application/json",
     )
-    def list_workflows() -> str:
-        entries = [_entry(wf.name, wf.text, state) for wf in state.workflows.files()]
-        return json.dumps({"workflows": [e.model_dump() for e in entries]}, indent=2, ensure_ascii=False)
+    async def list_workflows() -> str:
+        try:
+            decision = await state.guard(OPERATION)
+        except MacroslowError as exc:
+            raise resource_error(exc) from None
+        found = (_entry(wf.name, wf.text, state, decision.principal) for wf in state.workflows.files())
+        entries = [e.model_dump() for e in found if e is not None]
+        return json.dumps({"workflows": entries}, indent=2, ensure_ascii=False)
 
     @server.resource(
         "maml://workflows/{id}",
@@ -69,8 +86,12 @@ def register(server: MCPServer[Any], state: AppState) -> None:
         description="One workflow document (.maml.md text), by document id (urn:uuid:...) or file name.",
         mime_type="text/markdown",
     )
-    def read_workflow(id: str) -> str:
+    async def read_workflow(id: str) -> str:
+        """Needs maml:read, and the document's permissions.read must admit the caller."""
         try:
-            return state.workflows.get(id).text
-        except NotFound as exc:
-            raise ResourceNotFoundError(exc.message) from None
+            await state.guard(OPERATION)  # scope and rate first: an unknown id reveals nothing
+            text = state.workflows.get(id).text
+            await state.guard(OPERATION, document=text)
+        except MacroslowError as exc:
+            raise resource_error(exc) from None
+        return text

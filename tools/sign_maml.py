@@ -33,11 +33,14 @@ def register(server: MCPServer[Any], state: AppState) -> None:
     ) -> SignResult:
         """Sign a MAML document with the server's post-quantum key (ML-DSA, FIPS 204).
 
+        Needs the scope maml:sign, and the document's permissions.write must admit the caller.
         The document is validated first; an existing signature is replaced. Returns the signed document
         text to store or pass on; verify_maml checks it later. Any change to the signed text, even one
         byte, makes the signature invalid.
         """
-        signed = sign_document(document, state.keys, key_id=key_id, limits=state.limits)
+        decision = await state.guard("sign_maml", document=document)
+        assert decision.document is not None
+        signed = sign_document(decision.document, state.keys, key_id=key_id, limits=state.limits)
         return SignResult(
             signed_document=signed.signed_document,
             document_id=signed.document_id,

@@ -50,6 +50,7 @@ def register(server: MCPServer[Any], state: AppState) -> None:
         Reports the document id, type, title, sections and code blocks, or the first problem found with
         the field and line it is on. Use this before sign_maml; use verify_maml to check a signature.
         """
+        await state.guard("validate_maml")
         try:
             parsed = parser.parse(document, state.limits)
         except InvalidDocument as exc:

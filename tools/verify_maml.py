@@ -43,6 +43,7 @@ def register(server: MCPServer[Any], state: AppState) -> None:
         A document counts as authentic only when both `valid` and `trusted` are true. Tampered,
         unsigned or malformed documents are answered with valid=false and the reasons, not an error.
         """
+        await state.guard("verify_maml")
         report = inspect_signature(document, state.keys, detached=detached_signature, limits=state.limits)
         return VerifyResult(
             valid=report.valid,
