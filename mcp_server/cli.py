@@ -35,6 +35,10 @@ def _settings(args: argparse.Namespace) -> Any:
     overrides: dict[str, Any] = {}
     if getattr(args, "home", None):
         overrides["home"] = Path(args.home)
+    if getattr(args, "read_only", False):
+        overrides["read_only"] = True
+    if getattr(args, "tool", None):
+        overrides["tools"] = args.tool
     try:
         return Settings(**overrides)
     except ValidationError as exc:
@@ -225,20 +229,50 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
+    from mcp_server.auth.tokens import ConfigurationError
     from mcp_server.server import build_server
+    from mcp_server.state import CallerSource
 
     settings = _settings(args)
     logging.getLogger().setLevel(logging.DEBUG if args.verbose else settings.log_level.upper())
     host = args.host or settings.host
     port = args.port or settings.port
-    server = build_server(settings)
+    authenticated = settings.auth_required and not args.no_auth
+    if args.transport != "stdio" and not authenticated and host not in LOOPBACK:
+        raise CliError(f"refusing to serve HTTP without authentication on {host}: bind to 127.0.0.1")
+    source: CallerSource = "bearer" if args.transport != "stdio" and authenticated else "local"
+    try:
+        server = build_server(settings, caller_source=source)
+    except ConfigurationError as exc:
+        raise CliError(f"configuration: {exc}") from None
     if args.transport == "stdio":
         server.run("stdio")
-    elif args.transport == "streamable-http":
-        server.run("streamable-http", host=host, port=port)
-    else:
-        server.run("sse", host=host, port=port)
+        return EXIT_OK
+    from mcp_server.http_app import serve_http
+
+    if source == "local":
+        logging.getLogger(PROG).warning(
+            "HTTP without authentication: every caller acts as agent://%s", settings.local_subject
+        )
+    serve_http(server, server.state, args.transport, host, port)  # type: ignore[attr-defined]
+    return EXIT_OK
+
+
+def cmd_token_mint(args: argparse.Namespace) -> int:
+    from mcp_server.auth.local_issuer import mint
+
+    settings = _settings(args)
+    scopes = args.scope.split() if args.scope is not None else list(settings.local_scopes)
+    token = mint(settings, sub=args.sub, scopes=scopes, ttl=args.ttl, roles=args.role or None)
+    print(
+        f"token for agent://{args.sub} from {settings.local_issuer} ({settings.local_issuer_algorithm}), "
+        f"audience {settings.expected_audience}, scopes [{' '.join(scopes)}], valid {args.ttl} s:"
+    )
+    print(token)
     return EXIT_OK
 
 
@@ -323,6 +357,29 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--transport", "-t", default="stdio", choices=["stdio", "streamable-http", "sse"])
     srv.add_argument("--host", help="bind address for HTTP transports (default 127.0.0.1)")
     srv.add_argument("--port", type=int, help="port for HTTP transports (default 8000)")
+    srv.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="HTTP without bearer tokens: every caller is the local principal; loopback binds only",
+    )
+    srv.add_argument("--read-only", action="store_true", help="offer only tools that neither sign nor spend")
+    srv.add_argument("--tool", action="append", metavar="NAME", help="offer only this tool (repeatable)")
+
+    tok = sub.add_parser("token", help="development access tokens", description="Development tokens.")
+    tsub = tok.add_subparsers(dest="token_command", metavar="ACTION", required=True)
+    m = tsub.add_parser(
+        "mint",
+        help="print a token from the local issuer (last line of stdout)",
+        description="Mint an access token from the home's local issuer key, for this server's audience.",
+        parents=[common],
+    )
+    m.set_defaults(func=cmd_token_mint)
+    m.add_argument("--sub", required=True, help="subject: the token names agent://SUB")
+    m.add_argument(
+        "--scope", help='space-separated scopes (default: MACROSLOW_LOCAL_SCOPES), e.g. "maml:read"'
+    )
+    m.add_argument("--role", action="append", help="an app role (repeatable)")
+    m.add_argument("--ttl", type=int, default=3600, help="seconds until it expires (default 3600)")
 
     add("demo", cmd_demo, "drive the server over stdio as an agent would and report each step")
     return parser

@@ -37,16 +37,18 @@ class AppState:
     authority: TokenAuthority = field(init=False)
     _keys: KeyStore | None = field(default=None, init=False)
     _workflows: WorkflowDirectory | None = field(default=None, init=False)
-    _policy: Policy | None = field(default=None, init=False)
+    policy: Policy = field(init=False)
     _engine: Engine | None = field(default=None, init=False)
+    _opened: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
         self.limits = Limits(
             max_bytes=self.settings.max_document_bytes, max_depth=self.settings.max_yaml_depth
         )
         self.settings.home.mkdir(parents=True, exist_ok=True)
-        # Built eagerly: the HTTP transports need the verifier before the lifespan runs.
+        # Built eagerly: the HTTP transports check tokens and scopes before the lifespan runs.
         self.authority = TokenAuthority.from_settings(self.settings)
+        self.policy = Policy(self.settings, self.limits)
 
     @property
     def keys(self) -> KeyStore:
@@ -59,12 +61,6 @@ class AppState:
         if self._workflows is None:
             raise MacroslowError("server state is not open (used outside the server lifespan)")
         return self._workflows
-
-    @property
-    def policy(self) -> Policy:
-        if self._policy is None:
-            raise MacroslowError("server state is not open (used outside the server lifespan)")
-        return self._policy
 
     @property
     def local_principal(self) -> Principal:
@@ -105,6 +101,19 @@ class AppState:
 
     @asynccontextmanager
     async def open(self) -> AsyncIterator[AppState]:
+        """Open on first entry, close on last exit: the SSE transport enters the lifespan once per
+        connection, so several may be open at once."""
+        if self._opened == 0:
+            self._open()
+        self._opened += 1
+        try:
+            yield self
+        finally:
+            self._opened -= 1
+            if self._opened == 0:
+                self._close()
+
+    def _open(self) -> None:
         """Make sure the home exists (keys are created on first use), then load keys, trust, database."""
         from mcp_server.db import open_engine
         from mcp_server.policy.quota import RateLimiter
@@ -125,12 +134,12 @@ class AppState:
         )
         self._engine = open_engine(self.settings.database)
         limiter = RateLimiter(self._engine, self.settings.rate_per_minute, self.settings.rate_burst)
-        self._policy = Policy(self.settings, self._keys, self.limits, limiter)
-        try:
-            yield self
-        finally:
+        self.policy.attach(self._keys, limiter)
+
+    def _close(self) -> None:
+        self.policy.attach(None, None)
+        if self._engine is not None:
             self._engine.dispose()
-            self._keys = None
-            self._workflows = None
-            self._policy = None
-            self._engine = None
+        self._keys = None
+        self._workflows = None
+        self._engine = None

@@ -306,7 +306,7 @@ class TokenAuthority:
         try:
             header = jwt.get_unverified_header(token)
             unverified = self._jwt.decode(token, options={"verify_signature": False})
-        except PyJWTError:
+        except (PyJWTError, UnicodeError):  # UnicodeError: a str with lone surrogates cannot be encoded
             raise Unauthenticated("malformed token: not a signed JWT") from None
         alg, kid = header.get("alg"), header.get("kid")
         if not isinstance(alg, str) or alg.lower() == "none":

@@ -24,7 +24,7 @@ import anyio.to_thread
 
 from mcp_server.auth.principal import Principal
 from mcp_server.crypto.keys import KeyStore
-from mcp_server.errors import Forbidden, MacroslowError, RequestTooLarge, SignatureInvalid
+from mcp_server.errors import BackendUnavailable, Forbidden, MacroslowError, RequestTooLarge, SignatureInvalid
 from mcp_server.maml import parser
 from mcp_server.maml.model import MamlDocument
 from mcp_server.policy.operations import OPERATIONS, DocumentAction, Operation
@@ -65,13 +65,15 @@ def record_denial(principal: Principal | None, operation: str, exc: MacroslowErr
 
 class Policy:
     def __init__(
-        self, settings: Settings, keys: KeyStore, limits: parser.Limits, limiter: RateLimiter | None
+        self,
+        settings: Settings,
+        limits: parser.Limits,
+        keys: KeyStore | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.settings = settings
-        self.keys = keys
         self.limits = limits
-        self.limiter = limiter if limiter is not None and limiter.enabled else None
-        self._limiter_in_thread = limiter is not None and limiter.engine.dialect.name != "sqlite"
+        self.attach(keys, limiter)
         self.gateway = settings.server_name
         allow = settings.tools
         self.offered: dict[str, Operation] = {
@@ -80,6 +82,13 @@ class Policy:
             if not (settings.read_only and op.changes_or_spends)
             and (allow is None or "://" in name or name in allow)
         }
+
+    def attach(self, keys: KeyStore | None, limiter: RateLimiter | None) -> None:
+        """Process resources, opened by the server's lifespan: the trust store and the rate limiter.
+        Scope checks (`check`, `visible`) work without them; `guard` does not."""
+        self.keys = keys
+        self.limiter = limiter if limiter is not None and limiter.enabled else None
+        self._limiter_in_thread = limiter is not None and limiter.engine.dialect.name != "sqlite"
 
     # -- scopes ------------------------------------------------------------------------------
     def check(self, principal: Principal, name: str) -> Operation:
@@ -125,6 +134,8 @@ class Policy:
         self, principal: Principal, name: str, document: str | bytes | MamlDocument | None, request: Request
     ) -> Decision:
         op = self.check(principal, name)
+        if self.keys is None:
+            raise BackendUnavailable("the server is starting or stopping; try again")
         if self.limiter is not None:
             key = f"{principal.issuer} {principal.sub}"
             if self._limiter_in_thread:
@@ -153,6 +164,7 @@ class Policy:
 
         if document.front_matter.signature is None:
             raise SignatureInvalid("executing a workflow needs a signature by a trusted key; sign it first")
+        assert self.keys is not None
         kid, _ = verify_signature(document, self.keys)
         if not self.keys.trust.contains(kid):
             raise SignatureInvalid(f"the workflow is signed by key {kid}, which this server does not trust")

@@ -13,10 +13,12 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx2
 import pytest
 from mcp.client import Client
 from mcp.client.sse import sse_client
 from mcp.client.stdio import StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
 
 from mcp_server.home import example_workflow
 
@@ -37,14 +39,37 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-def http_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
-    transport = request.param
+def mint(home: Path, sub: str = "alice", scope: str = "maml:read maml:sign", ttl: int = 300) -> str:
+    """A token from the home's local issuer, through the real CLI (the token is stdout's last line)."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mcp_server",
+            "token",
+            "mint",
+            "--sub",
+            sub,
+            "--scope",
+            scope,
+            "--ttl",
+            str(ttl),
+        ],
+        env=_env(home),
+        capture_output=True,
+        check=True,
+    )
+    return out.stdout.decode().strip().splitlines()[-1]
+
+
+def start_server(
+    tmp_path: Path, transport: str, *args: str, env: dict[str, str] | None = None
+) -> Iterator[str]:
     port = _free_port()
     log = open(tmp_path / "server.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
-        [*SERVE, "--transport", transport, "--port", str(port)],
-        env=_env(tmp_path / "home"),
+        [*SERVE, "--transport", transport, "--port", str(port), *args],
+        env={**_env(tmp_path / "home"), **(env or {})},
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -68,6 +93,11 @@ def http_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+@pytest.fixture
+def http_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    yield from start_server(tmp_path, request.param)
 
 
 @pytest.mark.anyio
@@ -144,24 +174,28 @@ def test_stdio_stdout_carries_only_json_rpc(tmp_path: Path) -> None:
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("http_server", ["streamable-http"], indirect=True)
-async def test_streamable_http_subprocess(http_server: str) -> None:
-    async with Client(f"{http_server}/mcp") as client:
+async def test_streamable_http_subprocess(http_server: str, tmp_path: Path) -> None:
+    token = mint(tmp_path / "home")
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"})
+    async with http, Client(streamable_http_client(f"{http_server}/mcp", http_client=http)) as client:
         names = {t.name for t in (await client.list_tools()).tools}
         result = await client.call_tool("validate_maml", {"document": example_workflow()})
-    assert {"sign_maml", "verify_maml", "validate_maml"} <= names
+    assert {"sign_maml", "verify_maml", "validate_maml"} == names
     assert result.structured_content["valid"] is True
 
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("http_server", ["sse"], indirect=True)
-async def test_sse_subprocess(http_server: str) -> None:
-    async with Client(sse_client(f"{http_server}/sse"), mode="legacy") as client:
+async def test_sse_subprocess(http_server: str, tmp_path: Path) -> None:
+    headers = {"Authorization": f"Bearer {mint(tmp_path / 'home', scope='maml:read')}"}
+    async with Client(sse_client(f"{http_server}/sse", headers=headers), mode="legacy") as client:
         result = await client.call_tool("validate_maml", {"document": example_workflow()})
     assert result.structured_content["valid"] is True
 
 
 @pytest.mark.parametrize("http_server", ["streamable-http"], indirect=True)
-def test_http_refuses_foreign_origin(http_server: str) -> None:
+def test_http_refuses_foreign_origin(http_server: str, tmp_path: Path) -> None:
+    """Even with a valid token, a browser page from another origin is refused (DNS rebinding)."""
     body = json.dumps(
         {
             "jsonrpc": "2.0",
@@ -182,6 +216,7 @@ def test_http_refuses_foreign_origin(http_server: str) -> None:
             "Content-Type": "application/json",
             "Accept": "application/json, text/event-stream",
             "Origin": "http://evil.example",
+            "Authorization": f"Bearer {mint(tmp_path / 'home')}",
         },
     )
     with pytest.raises(urllib.error.HTTPError) as info:
