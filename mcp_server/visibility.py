@@ -22,22 +22,27 @@ def _uri_operation(uri: str) -> str:
     return op.name if op is not None else ""
 
 
+def _field(item: Any, name: str) -> str:
+    return str(item.get(name) if isinstance(item, dict) else getattr(item, name, ""))
+
+
 def _tool(item: Any) -> str:
-    return str(item.name)
+    return _field(item, "name")
 
 
 def _resource(item: Any) -> str:
-    return _uri_operation(str(item.uri))
+    return _uri_operation(_field(item, "uri"))
 
 
 def _template(item: Any) -> str:
-    return _uri_operation(str(item.uri_template))
+    return _uri_operation(_field(item, "uriTemplate" if isinstance(item, dict) else "uri_template"))
 
 
-_LISTS: dict[str, tuple[str, Callable[[Any], str]]] = {
-    "tools/list": ("tools", _tool),
-    "resources/list": ("resources", _resource),
-    "resources/templates/list": ("resource_templates", _template),
+# method -> (result key on the wire, attribute on the model, what names the operation)
+_LISTS: dict[str, tuple[str, str, Callable[[Any], str]]] = {
+    "tools/list": ("tools", "tools", _tool),
+    "resources/list": ("resources", "resources", _resource),
+    "resources/templates/list": ("resourceTemplates", "resource_templates", _template),
 }
 
 
@@ -50,17 +55,27 @@ class ScopeVisibility:
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         result = await call_next(ctx)
         listing = _LISTS.get(ctx.method)
-        if listing is None or not isinstance(result, BaseModel):
+        if listing is None or result is None:
             return result
-        attribute, operation_of = listing
+        key, attribute, operation_of = listing
         try:
             principal: Principal | None = await self.state.principal()
         except MacroslowError:
             principal = None
         policy = self.state.policy
-        kept = [
-            item
-            for item in getattr(result, attribute)
-            if principal is not None and policy.visible(principal, operation_of(item))
-        ]
-        return result.model_copy(update={attribute: kept})
+
+        def keep(items: list[Any]) -> list[Any]:
+            if principal is None:
+                return []
+            return [item for item in items if policy.visible(principal, operation_of(item))]
+
+        # The filtered list is per caller: never let a client share it across callers.
+        if isinstance(result, BaseModel):
+            update: dict[str, Any] = {attribute: keep(getattr(result, attribute))}
+            if "cache_scope" in type(result).model_fields:
+                update["cache_scope"] = "private"
+            return result.model_copy(update=update)
+        filtered = {**result, key: keep(result.get(key) or [])}
+        if "cacheScope" in result:
+            filtered["cacheScope"] = "private"
+        return filtered
