@@ -7,7 +7,14 @@ Targets (from the issue):
      most 3x the raw ML-DSA-65 verify of the same canonical bytes;
   2. `verify_maml` over stdio, sequential calls through the official client: at least half the
      calls per second of a no-op tool served by the same SDK (bench/noop_server.py);
-  3. cold start of `serve --transport stdio` to the `initialize` answer: median under 1.5 s.
+  3. cold start of `serve --transport stdio` to the `initialize` answer: median under 1.5 s;
+  4. the policy guard (principal, scope, rate limit in SQLite) adds at most 0.3 ms per call
+     in-process: `verify_maml` through the in-memory client with the policy on vs the same server
+     with the guard replaced by a no-op, and the guard alone, for the local principal and for a
+     bearer token (verified once, then cached).
+
+The servers run with a rate limit too high to trip (1e9 a minute), so the limiter's database
+statement is in every measured call without refusing any.
 
 The machine is shared and noisy, so compared operations are measured side by side: warm up, then
 alternate short rounds of each (rotating which goes first) and take the median round of each.
@@ -33,6 +40,7 @@ import anyio
 from mcp.client import Client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp_types import CallToolResult
+from pydantic import SecretStr
 
 from mcp_server.crypto import mldsa
 from mcp_server.crypto.keys import KeyStore
@@ -46,6 +54,8 @@ from mcp_server.signing import inspect_signature, sign_document
 MAX_LIBRARY_RATIO = 3.0
 MIN_STDIO_RATIO = 0.5
 MAX_COLD_START_S = 1.5
+MAX_GUARD_MS = 0.3
+UNLIMITED_RATE = {"MACROSLOW_RATE_PER_MINUTE": "1e9", "MACROSLOW_RATE_BURST": "1000000000"}
 
 DOCUMENT_BYTES = 10 * 1024  # the workflow before signing; the signature block adds ~4.5 KiB
 NOOP_SERVER = Path(__file__).with_name("noop_server.py")
@@ -105,7 +115,13 @@ class Fixture:
 
 def make_fixture(home: Path) -> Fixture:
     """Initialise `home`, sign the padded workflow, and check that both verify paths accept it."""
-    settings = Settings(home=home, log_level="WARNING", signing_algorithm=mldsa.Algorithm.ML_DSA_65)
+    settings = Settings(
+        home=home,
+        log_level="WARNING",
+        signing_algorithm=mldsa.Algorithm.ML_DSA_65,
+        rate_per_minute=1e9,
+        rate_burst=10**9,
+    )
     initialize(settings)
     keys = open_keys(settings)
     limits = parser.Limits(max_bytes=settings.max_document_bytes, max_depth=settings.max_yaml_depth)
@@ -204,7 +220,7 @@ def project_server(home: Path) -> Server:
     params = StdioServerParameters(
         command=sys.executable,
         args=["-m", "mcp_server", "serve", "--transport", "stdio"],
-        env={"MACROSLOW_HOME": str(home), "MACROSLOW_LOG_LEVEL": "WARNING"},
+        env={"MACROSLOW_HOME": str(home), "MACROSLOW_LOG_LEVEL": "WARNING", **UNLIMITED_RATE},
     )
     return Server("macroslow-mcp", params, VERIFY)
 
@@ -337,11 +353,52 @@ async def bench_cold_start(home: Path, errlog: TextIO) -> bool:
     )
 
 
+async def bench_guard(fx: Fixture) -> bool:
+    from mcp_server.auth.local_issuer import mint
+    from mcp_server.state import AppState
+
+    token = mint(fx.settings, sub="bench", scopes=["maml:read"], ttl=3600)
+    with_token = fx.settings.model_copy(update={"token": SecretStr(token)})
+    on, off = build_server(fx.settings), build_server(fx.settings)
+
+    async def no_policy(operation: str, **_: object) -> None:
+        return None
+
+    off.state.guard = no_policy  # type: ignore[attr-defined]
+    local, bearer = AppState(fx.settings), AppState(with_token)
+    async with (
+        local.open(),
+        bearer.open(),
+        Client(on) as client_on,
+        Client(off) as client_off,
+    ):
+        samplers = {
+            "guard local": async_sampler(lambda: local.guard("verify_maml")),
+            "guard token": async_sampler(lambda: bearer.guard("verify_maml")),
+            "policy on": await tool_sampler(client_on, VERIFY, fx.signed),
+            "policy off": await tool_sampler(client_off, VERIFY, fx.signed),
+        }
+        t = await side_by_side(samplers, IN_PROCESS)
+    worst = max(t["guard local"], t["guard token"])
+    ok = report(
+        "policy guard alone (in-process)",
+        f"local principal {ms(t['guard local'])}, bearer token (cached) {ms(t['guard token'])}",
+        f"target <= {MAX_GUARD_MS:.1f} ms",
+        worst * 1000 <= MAX_GUARD_MS,
+    )
+    report(
+        "  verify_maml in-memory, policy on vs off",
+        f"{ms(t['policy on'])} vs {ms(t['policy off'])}: difference {ms(t['policy on'] - t['policy off'])}",
+    )
+    return ok
+
+
 async def run_all(home: Path, errlog: TextIO) -> bool:
     fixture = make_fixture(home)
     header(fixture)
     results = [
         await bench_in_process(fixture),
+        await bench_guard(fixture),
         await bench_stdio(home, fixture.signed, errlog),
         await bench_cold_start(home, errlog),
     ]
