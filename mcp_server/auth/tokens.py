@@ -119,8 +119,10 @@ class Issuer:
             now = time.monotonic()
             stale = now - self._fetched_at > self.cache_seconds
             unknown = kid is not None and all(k.kid != kid for k in (*keys, *self._jwks))
-            if (stale or (refresh and unknown)) and now - self._attempted_at >= self.cooldown_seconds:
-                with self._lock:  # one fetch at a time; the others use what is cached
+            if stale or (refresh and unknown):
+                # One fetch at a time: callers arriving during a fetch wait for its keys; within the
+                # cooldown nobody fetches again, whatever `kid`s they bring.
+                with self._lock:
                     if time.monotonic() - self._attempted_at >= self.cooldown_seconds:
                         self._attempted_at = time.monotonic()
                         self._fetch()
@@ -136,13 +138,14 @@ class Issuer:
             if len(body) > MAX_JWKS_BYTES:
                 raise ValueError("JWKS larger than 1 MiB")
             document = json.loads(body)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             log.warning("JWKS fetch from %s failed: %s", self.jwks_url, type(exc).__name__)
             if not self._jwks:
                 raise BackendUnavailable("cannot fetch the token issuer's keys; try again later") from None
             return
         keys: list[TrustedKey] = []
-        for jwk in document.get("keys", []) if isinstance(document, dict) else []:
+        listed = document.get("keys") if isinstance(document, dict) else None
+        for jwk in listed if isinstance(listed, list) else []:
             parsed = _key_from_jwk(jwk)
             if parsed is not None:
                 parsed.algorithms &= self.algorithms
