@@ -151,6 +151,48 @@ async def _drive(home: Path, steps: list[Step], log_file: Any) -> None:
         await step("read maml://workflows/{id}", read_one)
         await step("read unknown workflow", read_missing)
 
+    # A second agent with a narrower token: the policy layer shows and allows it less.
+    from mcp_server.auth.local_issuer import mint
+
+    reader = mint(Settings(home=home), sub="reader", scopes=["maml:read"], ttl=300)
+    reader_params = StdioServerParameters(
+        command=params.command, args=params.args, env={**env, "MACROSLOW_TOKEN": reader}
+    )
+    t0 = time.perf_counter()
+    async with Client(stdio_client(reader_params, errlog=log_file)) as client:
+        steps.append(
+            Step(
+                "second agent: token with maml:read only",
+                client.server_info is not None,
+                (time.perf_counter() - t0) * 1000,
+                "MACROSLOW_TOKEN from `token mint --sub reader --scope maml:read` (ML-DSA-65 JWS)",
+            )
+        )
+
+        async def reader_tools() -> str:
+            names = sorted(t.name for t in (await client.list_tools()).tools)
+            _expect(names == ["validate_maml", "verify_maml"], f"tools {names}")
+            return f"sees only {', '.join(names)}"
+
+        async def reader_sign() -> str:
+            r = await client.call_tool("sign_maml", {"document": example})
+            error = (r.structured_content or {}).get("error", {})
+            _expect(r.is_error and error.get("code") == "forbidden", f"sign_maml was not refused: {error}")
+            return f"refused: {error['message']}"
+
+        async def reader_verify() -> str:
+            r = await client.call_tool("verify_maml", {"document": context["signed"]})
+            sc = r.structured_content or {}
+            _expect(sc.get("valid") is True, f"{sc}")
+            return "allowed: valid and trusted"
+
+        await step("second agent: tools/list", reader_tools)
+        await step("second agent: sign_maml", reader_sign)
+        await step("second agent: verify_maml", reader_verify)
+
+
+EXPECTED_STEPS = 14
+
 
 def run_demo(home: Path | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="macroslow-demo-") as tmp:
@@ -180,7 +222,7 @@ def run_demo(home: Path | None = None) -> int:
             for line in server_log:
                 print(f"       server: {line}")
         print()
-        ok = not failed and error is None and len(steps) == 10
+        ok = not failed and error is None and len(steps) == EXPECTED_STEPS
         print(
             f"{'PASS' if ok else 'FAIL'}: {sum(s.ok for s in steps)}/{len(steps)} steps as expected, "
             f"{total:.0f} ms in all"
