@@ -25,7 +25,20 @@ class Base(DeclarativeBase):
 
 
 def open_engine(url: str) -> Engine:
-    """An engine for `url`; the schema is created if missing."""
+    """An engine for `url`; the schema is created if missing. Every failure is `BackendUnavailable`."""
+    with database_errors():
+        engine = _engine(url)
+        import mcp_server.policy.quota  # noqa: F401  (registers its tables on Base.metadata)
+
+        try:
+            Base.metadata.create_all(engine)
+        except SQLAlchemyError:
+            # Another process created the same tables between our check and our CREATE: check again.
+            Base.metadata.create_all(engine)
+    return engine
+
+
+def _engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
 
@@ -38,13 +51,8 @@ def open_engine(url: str) -> Engine:
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
 
-    else:
-        engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
-    with database_errors():
-        import mcp_server.policy.quota  # noqa: F401  (registers its tables on Base.metadata)
-
-        Base.metadata.create_all(engine)
-    return engine
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
 
 
 @contextmanager
@@ -52,7 +60,7 @@ def database_errors() -> Iterator[None]:
     """Map driver and SQLAlchemy errors to `BackendUnavailable` (no SQL or parameters in the message)."""
     try:
         yield
-    except SQLAlchemyError as exc:
+    except (SQLAlchemyError, ImportError) as exc:  # ImportError: the URL names a driver not installed
         raise BackendUnavailable(
             f"the database is unavailable ({type(exc).__name__}); try again shortly"
         ) from exc

@@ -11,7 +11,8 @@ stable code, and is logged as one JSON line on the `mcp_server.audit` logger):
 5. executing: a valid signature by a trusted key (unless configured off), checked before the
    document's own permissions are believed                                       -> signature_invalid
 6. the document's `permissions` for the action (read, write, execute) admit the caller -> forbidden
-7. limits: qubits, shots and max_tokens, from the request and the document's `requires` -> too large
+7. limits: qubits, shots and max_tokens, from the request and, when executing, the document's
+   `requires`                                                                      -> request_too_large
 """
 
 from __future__ import annotations
@@ -95,7 +96,9 @@ class Policy:
         """Steps 1-2: the operation is offered and the caller holds its scope."""
         op = self.offered.get(name)
         if op is None:
-            why = "read-only mode" if self.settings.read_only and name in OPERATIONS else "configuration"
+            known = OPERATIONS.get(name)
+            read_only = self.settings.read_only and known is not None and known.changes_or_spends
+            why = "read-only mode" if read_only else "configuration"
             raise Forbidden(f"{name} is not offered by this server ({why})", operation=name)
         if op.scope not in principal.scopes:
             raise Forbidden(
@@ -156,7 +159,9 @@ class Policy:
                     document_id=parsed.id,
                     permission=op.document_action.value,
                 )
-        self._check_limits(request, parsed)
+        # A document's `requires` limits what running it takes, so they count when executing it.
+        executing = op.document_action is DocumentAction.execute
+        self._check_limits(request, parsed if executing else None)
         return Decision(principal, op, parsed, signer)
 
     def _trusted_signer(self, document: MamlDocument) -> str:

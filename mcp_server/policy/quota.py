@@ -19,7 +19,7 @@ from sqlalchemy import Boolean, Engine, Float, Integer, String, bindparam, case,
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mcp_server.db import Base, database_errors
-from mcp_server.errors import RateLimited
+from mcp_server.errors import InvalidDocument, RateLimited
 
 
 class RateBucket(Base):
@@ -116,6 +116,8 @@ class TokenBudget:
         now = time.time() if now is None else now
         period = int(now // self.period_seconds)
         retry_after = (period + 1) * self.period_seconds - now
+        if tokens < 1:
+            raise InvalidDocument("a token reservation must be at least 1 token")
         if tokens > self.limit:
             raise RateLimited(
                 f"a request for {tokens} tokens exceeds the whole budget of {self.limit} per "
