@@ -16,20 +16,11 @@ from mcp.client.stdio import StdioServerParameters
 from mcp_server.auth import local_issuer
 from mcp_server.home import example_workflow
 from mcp_server.settings import Settings
-from tests.server.test_transports import SERVE, _env, mint, start_server
+from tests.server.test_transports import INITIALIZE, SERVE, _env, mint, start_server
 
 pytestmark = [pytest.mark.subprocess]
 
-INIT = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-06-18",
-        "capabilities": {},
-        "clientInfo": {"name": "t", "version": "0"},
-    },
-}
+
 HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
 
 
@@ -55,7 +46,7 @@ def post(url: str, body: object, token: str | None = None, **headers: str) -> ht
 
 
 def test_no_token_gets_401_with_resource_metadata(server: str) -> None:
-    response = post(server, INIT)
+    response = post(server, INITIALIZE)
     assert response.status_code == 401
     challenge = response.headers["www-authenticate"]
     assert challenge.startswith("Bearer ") and 'error="invalid_token"' in challenge
@@ -74,7 +65,7 @@ def test_no_token_gets_401_with_resource_metadata(server: str) -> None:
     ids=["garbage", "three-parts", "alg-none"],
 )
 def test_bad_tokens_get_401(server: str, token: str) -> None:
-    assert post(server, INIT, token).status_code == 401
+    assert post(server, INITIALIZE, token).status_code == 401
 
 
 def test_expired_and_foreign_audience_tokens_get_401(server: str, tmp_path: Path) -> None:
@@ -82,16 +73,16 @@ def test_expired_and_foreign_audience_tokens_get_401(server: str, tmp_path: Path
     foreign = local_issuer.mint(
         settings, sub="eve", scopes=["maml:read"], ttl=300, audience="https://other.example/mcp"
     )
-    assert post(server, INIT, foreign).status_code == 401
+    assert post(server, INITIALIZE, foreign).status_code == 401
     short = local_issuer.mint(settings, sub="eve", scopes=["maml:read"], ttl=1)
-    assert post(server, INIT, short).status_code == 200
+    assert post(server, INITIALIZE, short).status_code == 200
     time.sleep(2.1)
-    assert post(server, INIT, short).status_code == 401
+    assert post(server, INITIALIZE, short).status_code == 401
 
 
 def test_missing_scope_gets_403_naming_the_scope(server: str, tmp_path: Path) -> None:
     token = mint(tmp_path / "home", sub="reader", scope="maml:read")
-    init = post(server, INIT, token)
+    init = post(server, INITIALIZE, token)
     assert init.status_code == 200
     session = {"mcp-session-id": init.headers["mcp-session-id"], "mcp-protocol-version": "2025-06-18"}
     refused = post(server, call("sign_maml", {"document": example_workflow()}), token, **session)
@@ -144,7 +135,7 @@ def test_no_auth_on_loopback_serves_the_local_principal(tmp_path: Path) -> None:
     server = start_server(tmp_path, "streamable-http", "--no-auth")
     url = next(server)
     try:
-        assert post(url, INIT).status_code == 200
+        assert post(url, INITIALIZE).status_code == 200
     finally:
         server.close()
 

@@ -25,6 +25,17 @@ from mcp_server.home import example_workflow
 pytestmark = [pytest.mark.subprocess]
 
 SERVE = [sys.executable, "-m", "mcp_server", "serve"]
+# A raw handshake-era `initialize` request, for tests that speak JSON-RPC without the client.
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "raw", "version": "0"},
+    },
+}
 
 
 def _env(home: Path) -> dict[str, str]:
@@ -118,18 +129,8 @@ async def test_stdio_subprocess_signs_and_verifies(tmp_path: Path) -> None:
 
 def test_stdio_stdout_carries_only_json_rpc(tmp_path: Path) -> None:
     """A fresh home logs a key-creation warning: it must go to stderr, never stdout."""
-    init = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-06-18",
-            "capabilities": {},
-            "clientInfo": {"name": "raw", "version": "0"},
-        },
-    }
     calls = [
-        init,
+        INITIALIZE,
         {"jsonrpc": "2.0", "method": "notifications/initialized"},
         {
             "jsonrpc": "2.0",
@@ -196,18 +197,7 @@ async def test_sse_subprocess(http_server: str, tmp_path: Path) -> None:
 @pytest.mark.parametrize("http_server", ["streamable-http"], indirect=True)
 def test_http_refuses_foreign_origin(http_server: str, tmp_path: Path) -> None:
     """Even with a valid token, a browser page from another origin is refused (DNS rebinding)."""
-    body = json.dumps(
-        {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": "2025-06-18",
-                "capabilities": {},
-                "clientInfo": {"name": "x", "version": "0"},
-            },
-        }
-    )
+    body = json.dumps(INITIALIZE)
     request = urllib.request.Request(
         f"{http_server}/mcp",
         data=body.encode(),
