@@ -1,9 +1,10 @@
 """The seam between MCP tool functions and `mcp_server`: results and errors in one shape.
 
-`tool_adapter` wraps a tool function that returns a pydantic model: the model becomes the tool's
-structured output (and output schema); a `MacroslowError` becomes an error result whose text starts
-with the stable code and whose structured content is `{"error": {"code", "message", "details"}}`.
+`tool_adapter(state)` wraps a tool function that returns a pydantic model: the model becomes the
+tool's structured output (and output schema); a `MacroslowError` becomes an error result whose text
+starts with the stable code and whose structured content is `{"error": {"code", "message", "details"}}`.
 Anything else is left to the SDK, which reports a generic failure and keeps the details in the log.
+Each call leaves one receipt in the ledger (`AppState.record_call`).
 """
 
 from __future__ import annotations
@@ -13,13 +14,17 @@ import inspect
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Annotated, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
 
 from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult, TextContent
 from pydantic import BaseModel
 
-from mcp_server.errors import MacroslowError
+from mcp_server.calls import CallRecord, current_call
+from mcp_server.errors import BackendUnavailable, MacroslowError
+
+if TYPE_CHECKING:
+    from mcp_server.state import AppState
 
 log = logging.getLogger("mcp_server.tools")
 
@@ -61,20 +66,62 @@ def ok_result(model: BaseModel) -> CallToolResult:
     )
 
 
-def tool_adapter(fn: Callable[P, Awaitable[M]]) -> Callable[P, Awaitable[CallToolResult]]:
-    signature = inspect.signature(fn, eval_str=True)
-    model = signature.return_annotation
+def tool_adapter(
+    state: AppState,
+) -> Callable[[Callable[P, Awaitable[M]]], Callable[P, Awaitable[CallToolResult]]]:
+    """Wrap a tool function: its result or `MacroslowError` becomes the tool result, and every call
+    (allowed, denied or failed) leaves exactly one receipt. If the receipt cannot be written, the
+    call's result is withheld and the caller gets `backend_unavailable` instead."""
 
-    @functools.wraps(fn)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> CallToolResult:
-        try:
-            return ok_result(await fn(*args, **kwargs))
-        except MacroslowError as exc:
-            log.info("tool %s refused: %s", fn.__name__, exc.code)
-            return error_result(exc)
+    def decorate(fn: Callable[P, Awaitable[M]]) -> Callable[P, Awaitable[CallToolResult]]:
+        signature = inspect.signature(fn, eval_str=True)
+        model = signature.return_annotation
 
-    wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
-        return_annotation=Annotated[CallToolResult, model]
-    )
-    wrapper.__annotations__ = {**fn.__annotations__, "return": Annotated[CallToolResult, model]}
-    return wrapper
+        @functools.wraps(fn)
+        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> CallToolResult:
+            record = CallRecord(fn.__name__, dict(kwargs))
+            token = current_call.set(record)
+            error: MacroslowError | None = None
+            try:
+                result = ok_result(await fn(*args, **kwargs))
+            except MacroslowError as exc:
+                log.info("tool %s refused: %s", fn.__name__, exc.code)
+                error, result = exc, error_result(exc)
+            except Exception:
+                await _receipt_or_log(state, record, None, None, internal=True)
+                raise
+            finally:
+                current_call.reset(token)
+            try:
+                await state.record_call(record, result, error)
+            except MacroslowError as exc:
+                log.error("tool %s: receipt not written (%s); result withheld", fn.__name__, exc.code)
+                return error_result(
+                    BackendUnavailable(
+                        "the receipt for this call could not be written, so its result is withheld; "
+                        "try again shortly"
+                    )
+                )
+            return result
+
+        wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
+            return_annotation=Annotated[CallToolResult, model]
+        )
+        wrapper.__annotations__ = {**fn.__annotations__, "return": Annotated[CallToolResult, model]}
+        return wrapper
+
+    return decorate
+
+
+async def _receipt_or_log(
+    state: AppState,
+    record: CallRecord,
+    result: CallToolResult | None,
+    error: MacroslowError | None,
+    *,
+    internal: bool,
+) -> None:
+    try:
+        await state.record_call(record, result, error, internal=internal)
+    except MacroslowError as exc:
+        log.error("tool %s: receipt not written (%s)", record.tool, exc.code)

@@ -276,6 +276,108 @@ def cmd_token_mint(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _ledger(args: argparse.Namespace) -> Any:
+    from mcp_server.db import open_engine
+    from mcp_server.home import open_keys
+    from mcp_server.ledger.store import Ledger
+
+    settings = _settings(args)
+    keys = open_keys(settings) if settings.keys_path.is_dir() else None
+    return Ledger(open_engine(settings.database, durable=True), keys)
+
+
+def cmd_receipts_list(args: argparse.Namespace) -> int:
+    from tools.list_receipts import entry
+
+    page = _ledger(args).page(
+        principal=args.principal,
+        tool=args.tool,
+        decision=args.decision,
+        since=args.since,
+        until=args.until,
+        limit=args.limit,
+        cursor=args.cursor,
+    )
+    rows = [entry(r, h) for r, h in page.receipts]
+    if args.json:
+        data = {"receipts": [r.model_dump() for r in rows], "next_cursor": page.next_cursor}
+        print(json.dumps(data, indent=2))
+        return EXIT_OK
+    for r in rows:
+        print(f"{r.seq:>7}  {r.created_at}  {r.principal}  {r.tool}  {r.decision}  {r.outcome}  {r.id}")
+    if page.next_cursor:
+        print(f"more: --cursor {page.next_cursor}")
+    return EXIT_OK
+
+
+def cmd_receipts_show(args: argparse.Namespace) -> int:
+    from mcp_server.ledger.receipts import render_mu
+
+    ledger = _ledger(args)
+    receipt, leaf = ledger.get(args.receipt_id)
+    checkpoint = ledger.latest_checkpoint()
+    covering = checkpoint.summary() if checkpoint and checkpoint.size > receipt.seq else None
+    sys.stdout.write(render_mu(receipt, leaf_hash=leaf, checkpoint=covering))
+    return EXIT_OK
+
+
+def cmd_receipts_verify(args: argparse.Namespace) -> int:
+    report = _ledger(args).verify()
+    if args.json:
+        print(json.dumps({**report.__dict__, "ok": report.ok}, indent=2))
+    elif report.ok:
+        print(
+            f"ok: {report.receipts} receipts, {report.checkpoints} signed checkpoints; "
+            f"receipts 0..{report.verified_size - 1} covered by a verified checkpoint"
+            if report.verified_size
+            else f"ok: {report.receipts} receipts, no signed checkpoint yet"
+        )
+        if report.verified_size < report.receipts:
+            print(f"  {report.receipts - report.verified_size} newer receipts await the next checkpoint")
+    else:
+        print("LEDGER INVALID")
+        if report.first_bad_seq is not None:
+            print(f"  first bad receipt: {report.first_bad_seq}")
+        for problem in report.problems:
+            print(f"  - {problem}")
+    return EXIT_OK if report.ok else EXIT_INVALID
+
+
+def cmd_receipts_prove(args: argparse.Namespace) -> int:
+    ledger = _ledger(args)
+    if args.consistency:
+        old, new = args.consistency
+        proof = ledger.consistency(old, new)
+        print(json.dumps({"old_size": old, "new_size": new, "proof": [h.hex() for h in proof]}, indent=2))
+        return EXIT_OK
+    if args.receipt_id is None:
+        raise CliError("give a receipt id, or --consistency OLD NEW")
+    print(json.dumps(ledger.prove(args.receipt_id), indent=2))
+    return EXIT_OK
+
+
+def cmd_receipts_export(args: argparse.Namespace) -> int:
+    ledger = _ledger(args)
+    if args.checkpoint:
+        checkpoint = ledger.latest_checkpoint()
+        if checkpoint is None:
+            raise CliError("no signed checkpoint yet")
+        _write(args.checkpoint, checkpoint.note.encode("utf-8"))
+        print(f"checkpoint at size {checkpoint.size} -> {args.checkpoint}")
+        return EXIT_OK
+    lines = [
+        json.dumps({**receipt.content(), "leaf_hash": leaf.hex()}, sort_keys=True)
+        for receipt, leaf in ledger.rows()
+    ]
+    data = ("\n".join(lines) + "\n").encode("utf-8") if lines else b""
+    if args.output:
+        _write(args.output, data)
+        print(f"{len(lines)} receipts -> {args.output}")
+    else:
+        sys.stdout.write(data.decode("utf-8"))
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from mcp_server.demo import run_demo
 
@@ -380,6 +482,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     m.add_argument("--role", action="append", help="an app role (repeatable)")
     m.add_argument("--ttl", type=int, default=3600, help="seconds until it expires (default 3600)")
+
+    rec = sub.add_parser("receipts", help="the receipts ledger", description="The receipts ledger.")
+    rsub = rec.add_subparsers(dest="receipts_command", metavar="ACTION", required=True)
+
+    def radd(name: str, fn: Callable[[argparse.Namespace], int], help_: str) -> argparse.ArgumentParser:
+        p = rsub.add_parser(name, help=help_, description=help_, parents=[common])
+        p.set_defaults(func=fn)
+        return p
+
+    rl = radd("list", cmd_receipts_list, "list receipts, newest first")
+    rl.add_argument("--principal", help="agent://<sub>")
+    rl.add_argument("--tool")
+    rl.add_argument("--decision", choices=["allowed", "denied"])
+    rl.add_argument("--since", help="ISO 8601 UTC, inclusive")
+    rl.add_argument("--until", help="ISO 8601 UTC, exclusive")
+    rl.add_argument("--limit", type=int, default=50)
+    rl.add_argument("--cursor")
+    rl.add_argument("--json", action="store_true")
+    rs = radd("show", cmd_receipts_show, "print one receipt as a .mu Markdown document")
+    rs.add_argument("receipt_id")
+    rv = radd(
+        "verify",
+        cmd_receipts_verify,
+        "recompute the whole log against its signed checkpoints: exit 0 intact, 1 tampered or truncated",
+    )
+    rv.add_argument("--json", action="store_true")
+    rp = radd("prove", cmd_receipts_prove, "inclusion proof of a receipt (or a consistency proof)")
+    rp.add_argument("receipt_id", nargs="?")
+    rp.add_argument("--consistency", nargs=2, type=int, metavar=("OLD", "NEW"))
+    rx = radd("export", cmd_receipts_export, "write all receipts as JSON lines, or the newest checkpoint")
+    rx.add_argument("-o", "--output")
+    rx.add_argument("--checkpoint", metavar="FILE", help="write the newest signed checkpoint note to FILE")
 
     add("demo", cmd_demo, "drive the server over stdio as an agent would and report each step")
     return parser

@@ -1,58 +1,122 @@
-"""The SQL database behind quotas (and, next, the receipts ledger): engine, schema base, errors.
+"""The SQL database behind quotas and the receipts ledger: engines, schema migrations, errors.
 
-SQLite (a file in the home) by default; any SQLAlchemy URL otherwise, e.g. PostgreSQL for several
-server processes. SQLite connections use WAL, a busy timeout and foreign keys. Driver errors are
+SQLite (a file in the home) by default; any SQLAlchemy URL otherwise, e.g.
+`postgresql+psycopg://user@host/db` for several server processes. The schema is created and
+upgraded by the Alembic migrations in `mcp_server/migrations` (`migrate`), under a lock so that
+processes starting together do not race: a file lock beside a SQLite database, an advisory lock on
+PostgreSQL.
+
+SQLite connections use WAL, a busy timeout and foreign keys. A `durable` engine (the ledger's) also
+uses `synchronous=FULL` and opens every transaction with `BEGIN IMMEDIATE`, so an append holds the
+write lock from its first read and a commit is on disk before it is acknowledged. Driver errors are
 mapped to `BackendUnavailable` by `database_errors()`, the one seam to the database.
 """
 
 from __future__ import annotations
 
+import fcntl
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase
 
 from mcp_server.errors import BackendUnavailable
 
 BUSY_TIMEOUT_MS = 10_000
+MIGRATIONS = Path(__file__).with_name("migrations")
 
 
 class Base(DeclarativeBase):
     """Declarative base of every table the server keeps."""
 
 
-def open_engine(url: str) -> Engine:
-    """An engine for `url`; the schema is created if missing. Every failure is `BackendUnavailable`."""
+def open_engine(url: str, *, durable: bool = False, migrate_schema: bool = True) -> Engine:
+    """An engine for `url`, the schema brought up to date. Every failure is `BackendUnavailable`."""
     with database_errors():
-        engine = _engine(url)
-        import mcp_server.policy.quota  # noqa: F401  (registers its tables on Base.metadata)
-
-        try:
-            Base.metadata.create_all(engine)
-        except SQLAlchemyError:
-            # Another process created the same tables between our check and our CREATE: check again.
-            Base.metadata.create_all(engine)
+        engine = _engine(url, durable=durable)
+        if migrate_schema:
+            migrate(engine)
     return engine
 
 
-def _engine(url: str) -> Engine:
-    if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
+def _engine(url: str, *, durable: bool) -> Engine:
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
 
-        @event.listens_for(engine, "connect")
-        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.close()
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        if durable:
+            dbapi_connection.isolation_level = None  # we issue BEGIN ourselves (below)
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
 
-        return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    if durable:
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def migrate(engine: Engine) -> None:
+    """Create or upgrade the schema to the newest migration (idempotent, safe across processes)."""
+    from alembic import command
+    from alembic.config import Config
+    from alembic.util import CommandError
+
+    import mcp_server.ledger.models
+    import mcp_server.policy.quota  # noqa: F401
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with _migration_lock(engine), engine.connect() as connection:
+        config.attributes["connection"] = connection
+        try:
+            command.upgrade(config, "head")
+        except CommandError as exc:
+            raise BackendUnavailable(
+                "the database schema is from a newer or unknown version of macroslow-mcp; upgrade this server"
+            ) from exc
+        connection.commit()
+
+
+@contextmanager
+def _migration_lock(engine: Engine) -> Iterator[None]:
+    if engine.dialect.name == "sqlite":
+        database = engine.url.database
+        if not database or database == ":memory:":
+            yield
+            return
+        lock_path = Path(database).with_name(Path(database).name + ".migrate.lock")
+        with open(lock_path, "a+b") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+        return
+    if engine.dialect.name == "postgresql":
+        key = zlib.crc32(b"macroslow-mcp/migrate")
+        with engine.connect() as lock:
+            lock.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
+            try:
+                yield
+            finally:
+                lock.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                lock.commit()
+        return
+    yield
 
 
 @contextmanager
@@ -60,7 +124,7 @@ def database_errors() -> Iterator[None]:
     """Map driver and SQLAlchemy errors to `BackendUnavailable` (no SQL or parameters in the message)."""
     try:
         yield
-    except (SQLAlchemyError, ImportError) as exc:  # ImportError: the URL names a driver not installed
+    except (SQLAlchemyError, ImportError, OSError) as exc:  # ImportError: a driver not installed
         raise BackendUnavailable(
             f"the database is unavailable ({type(exc).__name__}); try again shortly"
         ) from exc

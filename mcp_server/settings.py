@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -13,7 +13,15 @@ from mcp_server.crypto.mldsa import DEFAULT_ALGORITHM, Algorithm
 MiB = 1024 * 1024
 
 # Every scope a tool or resource can require (the policy layer maps each tool to one of them).
-ALL_SCOPES = ("maml:read", "maml:sign", "quantum:run", "quantum:read", "openai:query", "receipts:read")
+ALL_SCOPES = (
+    "maml:read",
+    "maml:sign",
+    "quantum:run",
+    "quantum:read",
+    "openai:query",
+    "receipts:read",
+    "receipts:audit",  # see every caller's receipts, not only one's own
+)
 LOCAL_ISSUER = "https://macroslow-mcp.invalid/local-issuer"
 
 
@@ -126,6 +134,13 @@ class Settings(BaseSettings):
     rate_burst: int = Field(default=120, ge=1, description="Calls a principal may make at once.")
     llm_token_budget: int = Field(default=200_000, ge=0, description="LLM tokens per principal per period.")
     llm_budget_period_seconds: int = Field(default=86_400, ge=60)
+
+    # -- receipts ------------------------------------------------------------------------------
+    checkpoint_every: int = Field(default=256, ge=1, description="Sign a checkpoint every N receipts...")
+    checkpoint_seconds: float = Field(default=10.0, gt=0, description="...or when the last is this old.")
+    receipt_payloads: Literal["none", "redacted"] = Field(
+        default="none", description="Store redacted arguments in receipts (default: digests only)."
+    )
 
     @field_validator("local_scopes", "tools", mode="before")
     @classmethod

@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
+from mcp_types import CallToolResult
 from sqlalchemy import Engine
 
 from mcp_server.auth.principal import Principal
 from mcp_server.auth.tokens import PrincipalAccessToken, TokenAuthority
+from mcp_server.calls import CallRecord, current_call
 from mcp_server.crypto.keys import KeyStore
 from mcp_server.errors import MacroslowError, Unauthenticated
 from mcp_server.home import initialize, open_keys
+from mcp_server.ledger.store import Ledger
 from mcp_server.maml.model import MamlDocument
 from mcp_server.maml.parser import Limits
 from mcp_server.policy.guard import Decision, Policy, Request, record_denial
 from mcp_server.settings import Settings
+from mcp_server.signing import digest
 from mcp_server.workflows import WorkflowDirectory
 
 log = logging.getLogger(__name__)
@@ -39,6 +44,7 @@ class AppState:
     _workflows: WorkflowDirectory | None = field(default=None, init=False)
     policy: Policy = field(init=False)
     _engine: Engine | None = field(default=None, init=False)
+    _ledger: Ledger | None = field(default=None, init=False)
     _opened: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
@@ -61,6 +67,12 @@ class AppState:
         if self._workflows is None:
             raise MacroslowError("server state is not open (used outside the server lifespan)")
         return self._workflows
+
+    @property
+    def ledger(self) -> Ledger:
+        if self._ledger is None:
+            raise MacroslowError("server state is not open (used outside the server lifespan)")
+        return self._ledger
 
     @property
     def local_principal(self) -> Principal:
@@ -91,13 +103,67 @@ class AppState:
         document: str | bytes | MamlDocument | None = None,
         request: Request | None = None,
     ) -> Decision:
-        """Identify the caller, then let the policy decide (see `mcp_server.policy.guard`)."""
+        """Identify the caller, then let the policy decide (see `mcp_server.policy.guard`). What was
+        decided is noted on the current call's record, for its receipt."""
+        record = current_call.get()
         try:
             principal = await self.principal()
         except MacroslowError as exc:
             record_denial(None, operation, exc)
+            if record is not None:
+                record.denial = exc
             raise
-        return await self.policy.guard(principal, operation, document=document, request=request)
+        if record is not None:
+            record.principal = principal
+        try:
+            decision = await self.policy.guard(principal, operation, document=document, request=request)
+        except MacroslowError as exc:
+            if record is not None:
+                record.denial = exc
+            raise
+        if record is not None:
+            action = decision.operation.document_action
+            record.action = action.value if action is not None else None
+            if decision.document is not None:
+                record.document_id = decision.document.id
+                record.document_digest = digest(decision.document.canonical)
+        return decision
+
+    async def record_call(
+        self,
+        record: CallRecord,
+        result: CallToolResult | None,
+        error: MacroslowError | None,
+        *,
+        internal: bool = False,
+    ) -> None:
+        """Append the call's receipt (in a worker thread: the append waits for the disk)."""
+        import anyio.to_thread
+
+        from mcp_server.ledger.receipts import json_digest, redact
+        from mcp_server.ledger.store import Draft
+
+        principal = record.principal
+        outcome = "internal_error" if internal else (error.code if error is not None else "ok")
+        draft = Draft(
+            principal=principal.uri if principal is not None else "unauthenticated",
+            issuer=principal.issuer if principal is not None else "",
+            token_id=principal.token_id if principal is not None else None,
+            scopes=" ".join(sorted(principal.scopes)) if principal is not None else "",
+            tool=record.tool,
+            action=record.action,
+            decision="denied" if record.denial is not None else "allowed",
+            reason=str(error) if error is not None else ("internal error" if internal else None),
+            outcome=outcome,
+            document_id=record.document_id,
+            document_digest=record.document_digest,
+            arguments_digest=json_digest(record.arguments),
+            result_digest=json_digest(result.structured_content) if result is not None else None,
+            backend_job_id=record.backend_job_id,
+            duration_us=int((time.perf_counter() - record.started) * 1e6),
+            payload=redact(record.arguments) if self.settings.receipt_payloads == "redacted" else None,
+        )
+        await anyio.to_thread.run_sync(self.ledger.append, draft)
 
     @asynccontextmanager
     async def open(self) -> AsyncIterator[AppState]:
@@ -133,11 +199,24 @@ class AppState:
             self.settings.workflows_path, self.limits, self.settings.max_workflows_listed
         )
         self._engine = open_engine(self.settings.database)
+        self._ledger = Ledger(
+            open_engine(self.settings.database, durable=True, migrate_schema=False),
+            self._keys,
+            checkpoint_every=self.settings.checkpoint_every,
+            checkpoint_seconds=self.settings.checkpoint_seconds,
+        )
         limiter = RateLimiter(self._engine, self.settings.rate_per_minute, self.settings.rate_burst)
         self.policy.attach(self._keys, limiter)
 
     def _close(self) -> None:
         self.policy.attach(None, None)
+        if self._ledger is not None:
+            try:  # a checkpoint of the final state: deleting the tail later is then detected
+                self._ledger.checkpoint()
+            except MacroslowError as exc:
+                log.warning("no final receipts checkpoint: %s", exc)
+            self._ledger.engine.dispose()
+            self._ledger = None
         if self._engine is not None:
             self._engine.dispose()
         self._keys = None

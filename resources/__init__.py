@@ -7,9 +7,9 @@ from typing import Any
 from mcp.server.mcpserver import MCPServer
 
 from mcp_server.state import AppState
-from resources import workflows
+from resources import receipts, workflows
 
-MODULES = (workflows,)
+MODULES = (workflows, receipts)
 
 
 def register_all(server: MCPServer[Any], state: AppState) -> None:

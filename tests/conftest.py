@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,3 +24,40 @@ def keystore(tmp_path: Path) -> KeyStore:
     store = KeyStore(tmp_path / "keys", TrustStore(tmp_path / "trust"))
     store.generate(Algorithm.ML_DSA_65)
     return store
+
+
+def _postgres_unavailable() -> str | None:
+    import socket
+
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        return "the psycopg module is not installed"
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=0.5):
+            pass
+    except OSError:
+        return "no PostgreSQL server answers at 127.0.0.1:5432"
+    return None
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database on the local server (trust auth), dropped afterwards, so
+    tests never see what earlier runs left in the shared `test` database."""
+    import uuid
+
+    reason = _postgres_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    import psycopg
+
+    name = f"macroslow_test_{uuid.uuid4().hex[:12]}"
+    admin = "postgresql://postgres@127.0.0.1:5432/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

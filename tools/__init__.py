@@ -7,9 +7,9 @@ from typing import Any
 from mcp.server.mcpserver import MCPServer
 
 from mcp_server.state import AppState
-from tools import sign_maml, validate_maml, verify_maml
+from tools import list_receipts, sign_maml, validate_maml, verify_maml
 
-MODULES = (validate_maml, sign_maml, verify_maml)
+MODULES = (validate_maml, sign_maml, verify_maml, list_receipts)
 
 
 def register_all(server: MCPServer[Any], state: AppState) -> None:

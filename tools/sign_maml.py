@@ -23,7 +23,7 @@ class SignResult(BaseModel):
 
 
 def register(server: MCPServer[Any], state: AppState) -> None:
-    @tool_adapter
+    @tool_adapter(state)
     async def sign_maml(
         document: DOCUMENT,
         key_id: Annotated[

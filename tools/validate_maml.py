@@ -43,7 +43,7 @@ class ValidationResult(BaseModel):
 
 
 def register(server: MCPServer[Any], state: AppState) -> None:
-    @tool_adapter
+    @tool_adapter(state)
     async def validate_maml(document: DOCUMENT) -> ValidationResult:
         """Check that a MAML document is well formed and safe to process, without checking its signature.
 

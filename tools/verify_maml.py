@@ -28,7 +28,7 @@ class VerifyResult(BaseModel):
 
 
 def register(server: MCPServer[Any], state: AppState) -> None:
-    @tool_adapter
+    @tool_adapter(state)
     async def verify_maml(
         document: DOCUMENT,
         detached_signature: Annotated[

@@ -34,6 +34,7 @@ _OPERATIONS = (
     Operation("jobs://", "quantum:read"),
     Operation("query_openai", "openai:query", DocumentAction.execute, changes_or_spends=True),
     Operation("list_receipts", "receipts:read"),
+    Operation("verify_receipt", "receipts:read"),
     Operation("receipts://", "receipts:read"),
 )
 OPERATIONS: dict[str, Operation] = {op.name: op for op in _OPERATIONS}

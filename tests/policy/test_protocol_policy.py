@@ -73,7 +73,13 @@ async def test_limited_scopes_hide_and_refuse_tools(make_settings: Callable[...,
 
 async def test_all_scopes_show_all_tools(make_settings: Callable[..., Settings]) -> None:
     async with Client(build_server(make_settings())) as client:
-        assert await tool_names(client) == {"validate_maml", "sign_maml", "verify_maml"}
+        assert await tool_names(client) == {
+            "validate_maml",
+            "sign_maml",
+            "verify_maml",
+            "list_receipts",
+            "verify_receipt",
+        }
 
 
 async def test_no_read_scope_hides_the_resources(make_settings: Callable[..., Settings]) -> None:
@@ -165,7 +171,7 @@ async def test_garbage_token_is_unauthenticated_everywhere(make_settings: Callab
 
 async def test_read_only_server_hides_sign(make_settings: Callable[..., Settings]) -> None:
     async with Client(build_server(make_settings(read_only=True))) as client:
-        assert await tool_names(client) == {"validate_maml", "verify_maml"}
+        assert await tool_names(client) == {"validate_maml", "verify_maml", "list_receipts", "verify_receipt"}
         result = await client.call_tool("sign_maml", {"document": example_workflow()})
     assert result.is_error and result.structured_content["error"]["code"] == "forbidden"
     assert "read-only" in result.structured_content["error"]["message"]

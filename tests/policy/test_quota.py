@@ -4,7 +4,6 @@ process (with explicit clocks) and shared by several processes (no double-spend)
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -14,9 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, event, text
+from sqlalchemy import Engine, text
 
-from mcp_server.db import Base, open_engine
+from mcp_server.db import open_engine
 from mcp_server.errors import BackendUnavailable, RateLimited
 from mcp_server.policy.quota import RateLimiter, TokenBudget
 
@@ -286,38 +285,13 @@ def test_token_budget_across_processes_sqlite(sqlite_url: str, tmp_path: Path) -
         engine.dispose()
 
 
-POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-
-
-def _postgres_reason() -> str | None:
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        return "the psycopg module is not installed"
-    try:
-        with socket.create_connection(("127.0.0.1", 5432), timeout=0.5):
-            pass
-    except OSError:
-        return "no PostgreSQL server answers at 127.0.0.1:5432"
-    return None
-
-
-@pytest.mark.parametrize(
-    ("kind", "expected", "table"), [("rate", 50, "rate_buckets"), ("budget", 25, "llm_budgets")]
-)
-def test_quotas_across_processes_postgres(kind: str, expected: int, table: str, tmp_path: Path) -> None:
-    reason = _postgres_reason()
-    if reason is not None:
-        pytest.skip(reason)
-    engine = open_engine(POSTGRES_URL)  # the schema, before the children race for it
-    key = f"test-{uuid.uuid4()}"  # a fresh bucket each run
-    try:
-        grants = run_children(kind, POSTGRES_URL, key, tmp_path)
-        assert sum(grants) == expected, grants
-    finally:
-        with engine.begin() as conn:
-            conn.execute(text(f"DELETE FROM {table} WHERE principal = :key"), {"key": key})
-        engine.dispose()
+@pytest.mark.parametrize(("kind", "expected"), [("rate", 50), ("budget", 25)])
+def test_quotas_across_processes_postgres(
+    kind: str, expected: int, postgres_url: str, tmp_path: Path
+) -> None:
+    open_engine(postgres_url).dispose()  # the schema, before the children start
+    grants = run_children(kind, postgres_url, f"test-{uuid.uuid4()}", tmp_path)
+    assert sum(grants) == expected, grants
 
 
 # -- a database that cannot be used ----------------------------------------------------------------
@@ -370,24 +344,30 @@ def test_malformed_database_url() -> None:
 
 
 def test_concurrent_first_open_of_a_new_database(tmp_path: Path) -> None:
-    """Deterministic form of the race: a second opener creates the schema between the first opener's
-    check for the tables and its CREATE TABLE."""
+    """Four processes opening (and so migrating) a new database at the same moment all succeed, and
+    the schema is made once."""
     url = f"sqlite:///{tmp_path / 'new.db'}"
-    interleaved: list[Engine] = []
-    started: list[bool] = []
-
-    def other_process_opens(*_: object, **__: object) -> None:
-        if not started:  # once: the second opener's own create_all fires this event too
-            started.append(True)
-            interleaved.append(open_engine(url))
-
-    event.listen(Base.metadata, "before_create", other_process_opens)
+    go = tmp_path / "go"
+    script = (
+        "import sys, time, pathlib\n"
+        "from mcp_server.db import open_engine\n"
+        "go = pathlib.Path(sys.argv[2])\n"
+        "while not go.exists(): time.sleep(0.001)\n"
+        "open_engine(sys.argv[1]).dispose()\n"
+    )
+    children = [
+        subprocess.Popen([sys.executable, "-c", script, url, str(go)], stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    time.sleep(1.0)  # let them all import and wait
+    go.touch()
+    for child in children:
+        _, err = child.communicate(timeout=60)
+        assert child.returncode == 0, err
+    engine = open_engine(url)
     try:
-        engine = open_engine(url)
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM alembic_version")).scalar_one() == 1
+        RateLimiter(engine, per_minute=60, burst=1).take("p")
     finally:
-        event.remove(Base.metadata, "before_create", other_process_opens)
-        for other in interleaved:
-            other.dispose()
-    assert interleaved, "the interleaving did not happen"
-    RateLimiter(engine, per_minute=60, burst=1).take("p")
-    engine.dispose()
+        engine.dispose()

@@ -27,12 +27,12 @@ def settings(tmp_path: Path) -> Settings:
 async def test_tools_are_typed_and_annotated(settings: Settings) -> None:
     async with Client(build_server(settings)) as client:
         tools = {t.name: t for t in (await client.list_tools()).tools}
-    assert set(tools) == {"validate_maml", "sign_maml", "verify_maml"}
+    assert set(tools) == {"validate_maml", "sign_maml", "verify_maml", "list_receipts", "verify_receipt"}
     for tool in tools.values():
         assert tool.annotations is not None and tool.annotations.read_only_hint is True
         assert tool.output_schema is not None and tool.output_schema["type"] == "object"
         assert tool.description and len(tool.description) > 40
-        assert tool.input_schema["properties"]["document"]["description"]
+        assert all(p.get("description") for p in tool.input_schema["properties"].values()), tool.name
     assert set(tools["verify_maml"].output_schema["properties"]) >= {"valid", "trusted", "key_id", "reasons"}
 
 

@@ -1,0 +1,69 @@
+"""The ledger's tables (SQLAlchemy 2.0 typed ORM). The schema itself is made by the Alembic
+migrations in `mcp_server/migrations`; these classes must match them.
+
+- `receipts`: one row per tool call, `seq` = its leaf index in the Merkle log (0-based, contiguous).
+- `ledger_head`: one row (`id = 1`): the tree size and its frontier (compact range). Appends lock it
+  (`BEGIN IMMEDIATE` on SQLite, `SELECT ... FOR UPDATE` on PostgreSQL), so appends are serialised
+  across processes and the log never forks.
+- `checkpoints`: signed tree heads (C2SP signed notes), kept apart from the receipts.
+- `ledger_meta`: the log's identity (its random origin name), made once.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Integer, LargeBinary, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from mcp_server.db import Base
+
+
+class ReceiptRow(Base):
+    __tablename__ = "receipts"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    id: Mapped[str] = mapped_column(String(36), unique=True)
+    created_at: Mapped[str] = mapped_column(String(32), index=True)
+    principal: Mapped[str] = mapped_column(String(300), index=True)
+    issuer: Mapped[str] = mapped_column(String(300))
+    token_id: Mapped[str | None] = mapped_column(String(128))
+    scopes: Mapped[str] = mapped_column(Text)
+    tool: Mapped[str] = mapped_column(String(64), index=True)
+    action: Mapped[str | None] = mapped_column(String(16))
+    decision: Mapped[str] = mapped_column(String(8), index=True)
+    reason: Mapped[str | None] = mapped_column(Text)
+    outcome: Mapped[str] = mapped_column(String(32))
+    document_id: Mapped[str | None] = mapped_column(String(64))
+    document_digest: Mapped[str | None] = mapped_column(String(80))
+    arguments_digest: Mapped[str | None] = mapped_column(String(80))
+    result_digest: Mapped[str | None] = mapped_column(String(80))
+    backend_job_id: Mapped[str | None] = mapped_column(String(128))
+    duration_us: Mapped[int] = mapped_column(Integer)
+    payload: Mapped[str | None] = mapped_column(Text)
+    leaf_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class LedgerHead(Base):
+    __tablename__ = "ledger_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    size: Mapped[int] = mapped_column(Integer)
+    frontier: Mapped[bytes] = mapped_column(LargeBinary)
+    checkpoint_size: Mapped[int] = mapped_column(Integer)
+    checkpoint_time: Mapped[float] = mapped_column()
+
+
+class CheckpointRow(Base):
+    __tablename__ = "checkpoints"
+
+    size: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    root: Mapped[bytes] = mapped_column(LargeBinary(32))
+    key_id: Mapped[str] = mapped_column(String(32))
+    note: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[str] = mapped_column(String(32))
+
+
+class LedgerMeta(Base):
+    __tablename__ = "ledger_meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

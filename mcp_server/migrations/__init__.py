@@ -1,0 +1,1 @@
+"""Alembic migrations: the database schema, created and upgraded by `mcp_server.db.migrate`."""
