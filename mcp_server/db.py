@@ -7,9 +7,9 @@ processes starting together do not race: a file lock beside a SQLite database, a
 PostgreSQL.
 
 SQLite connections use WAL, a busy timeout and foreign keys. A `durable` engine (the ledger's) also
-uses `synchronous=FULL` and opens every transaction with `BEGIN IMMEDIATE`, so an append holds the
-write lock from its first read and a commit is on disk before it is acknowledged. Driver errors are
-mapped to `BackendUnavailable` by `database_errors()`, the one seam to the database.
+uses `synchronous=FULL`, and `write_transaction` opens its transactions with `BEGIN IMMEDIATE`, so an
+append holds the write lock from its first read and a commit is on disk before it is acknowledged.
+Driver errors are mapped to `BackendUnavailable` by `database_errors()`, the one seam to the database.
 """
 
 from __future__ import annotations
@@ -21,13 +21,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase
 
 from mcp_server.errors import BackendUnavailable
 
 BUSY_TIMEOUT_MS = 10_000
+WRITE_LOCK = "macroslow_write_lock"  # execution option: on a durable SQLite engine, BEGIN IMMEDIATE
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
@@ -64,9 +65,20 @@ def _engine(url: str, *, durable: bool) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Writers ask for the lock up front (no deadlock between two readers turning writers);
+            # readers start a deferred transaction and never block appends.
+            immediate = conn.get_execution_options().get(WRITE_LOCK, False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """A transaction that takes the write lock at once (SQLite durable engine: `BEGIN IMMEDIATE`);
+    committed on success, rolled back on error."""
+    with engine.connect().execution_options(**{WRITE_LOCK: True}) as conn, conn.begin():
+        yield conn
 
 
 def migrate(engine: Engine) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, insert, select, update
 
 from mcp_server.crypto.keys import KeyStore
-from mcp_server.db import database_errors
+from mcp_server.db import database_errors, write_transaction
 from mcp_server.errors import MacroslowError, NotFound, SignatureInvalid
 from mcp_server.ledger import merkle
 from mcp_server.ledger.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
@@ -165,7 +165,7 @@ class Ledger:
     # -- appending ---------------------------------------------------------------------------
     def append(self, draft: Draft) -> Receipt:
         """Give the draft the next place in the log; commit it (and a checkpoint, if due)."""
-        with database_errors(), self.engine.begin() as conn:
+        with database_errors(), write_transaction(self.engine) as conn:
             query = select(LedgerHead).where(LedgerHead.id == HEAD_ID)
             head = conn.execute(query.with_for_update() if self._for_update else query).one()
             frontier = merkle.Frontier.from_bytes(head.frontier)
@@ -206,7 +206,7 @@ class Ledger:
 
     def checkpoint(self) -> StoredCheckpoint | None:
         """Sign the current tree head now, unless it is already the newest checkpoint."""
-        with database_errors(), self.engine.begin() as conn:
+        with database_errors(), write_transaction(self.engine) as conn:
             query = select(LedgerHead).where(LedgerHead.id == HEAD_ID)
             head = conn.execute(query.with_for_update() if self._for_update else query).one()
             if head.size == 0 or head.size == head.checkpoint_size:
@@ -397,9 +397,15 @@ class Ledger:
                 f"log truncated: the signed checkpoint at size {newest} covers more receipts than the "
                 f"{frontier.size} present"
             )
-        head = self.size()
-        if head != frontier.size:
-            report.problems.append(f"ledger head says {head} receipts; {frontier.size} are present")
+        with database_errors(), self.engine.connect() as conn:
+            head = conn.execute(select(LedgerHead).where(LedgerHead.id == HEAD_ID)).one()
+        if head.size != frontier.size:
+            report.problems.append(f"ledger head says {head.size} receipts; {frontier.size} are present")
+        if head.checkpoint_size > newest:
+            report.problems.append(
+                f"checkpoints missing: the head records one at size {head.checkpoint_size}, the newest "
+                f"stored is at size {newest}"
+            )
         return report
 
     @staticmethod
