@@ -1,0 +1,112 @@
+"""`macroslow-mcp receipts list|show|verify|prove|export` on a real ledger."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from mcp_server.cli import main
+from mcp_server.db import open_engine
+from mcp_server.home import initialize, open_keys
+from mcp_server.ledger.checkpoint import open_checkpoint
+from mcp_server.ledger.store import Draft, Ledger
+from mcp_server.settings import Settings
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as info:
+        main(list(argv))
+    out, err = capsys.readouterr()
+    return int(info.value.code or 0), out, err
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for name in list(os.environ):
+        if name.startswith("MACROSLOW_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    h = tmp_path / "home"
+    monkeypatch.setenv("MACROSLOW_HOME", str(h))
+    settings = Settings(home=h)
+    initialize(settings, example=False)
+    ledger = Ledger(open_engine(settings.database, durable=True), open_keys(settings), checkpoint_every=3)
+    for i in range(7):
+        ledger.append(
+            Draft(
+                principal=f"agent://u{i % 2}",
+                issuer="local",
+                token_id=None,
+                scopes="maml:read",
+                tool="verify_maml",
+                action=None,
+                decision="allowed" if i % 3 else "denied",
+                reason=None if i % 3 else "forbidden: x",
+                outcome="ok" if i % 3 else "forbidden",
+            )
+        )
+    ledger.checkpoint()
+    ledger.engine.dispose()
+    return h
+
+
+def test_list_show_verify(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "receipts", "list", "--json", "--decision", "denied")
+    assert code == 0
+    data = json.loads(out)
+    assert [r["seq"] for r in data["receipts"]] == [6, 3, 0]
+    code, out, _ = run(capsys, "receipts", "show", data["receipts"][0]["id"])
+    assert code == 0 and out.startswith('---\nmu_version: "1.0"') and "## History" in out
+    code, out, _ = run(capsys, "receipts", "verify")
+    assert code == 0 and out.startswith("ok: 7 receipts, 3 signed checkpoints")
+
+
+def test_verify_exits_1_and_names_the_first_bad_receipt(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with sqlite3.connect(home / "ledger.db") as db:
+        db.execute("UPDATE receipts SET principal = 'agent://mallory' WHERE seq = 4")
+    code, out, _ = run(capsys, "receipts", "verify")
+    assert code == 1
+    assert "LEDGER INVALID" in out and "first bad receipt: 4" in out
+    code, out, _ = run(capsys, "receipts", "verify", "--json")
+    assert code == 1 and json.loads(out)["first_bad_seq"] == 4
+
+
+def test_verify_detects_truncation(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with sqlite3.connect(home / "ledger.db") as db:
+        db.execute("DELETE FROM receipts WHERE seq >= 5")
+        db.execute("UPDATE ledger_head SET size = 5")
+    code, out, _ = run(capsys, "receipts", "verify")
+    assert code == 1 and "log truncated" in out
+
+
+def test_prove_and_export(home: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    _, out, _ = run(capsys, "receipts", "list", "--json")
+    receipt_id = json.loads(out)["receipts"][-1]["id"]
+    code, out, _ = run(capsys, "receipts", "prove", receipt_id)
+    proof = json.loads(out)
+    assert code == 0 and proof["seq"] == 0 and proof["tree_size"] == 7
+    code, out, _ = run(capsys, "receipts", "prove", "--consistency", "3", "7")
+    assert code == 0 and json.loads(out)["new_size"] == 7
+    code, out, _ = run(capsys, "receipts", "export", "-o", str(tmp_path / "all.jsonl"))
+    lines = (tmp_path / "all.jsonl").read_text().splitlines()
+    assert code == 0 and len(lines) == 7 and json.loads(lines[0])["seq"] == 0
+    code, out, _ = run(capsys, "receipts", "export", "--checkpoint", str(tmp_path / "cp.note"))
+    note = (tmp_path / "cp.note").read_text()
+    keys = open_keys(Settings(home=home))
+    key_id = keys.default_key_id()
+    assert key_id is not None
+    public = keys.public_key(key_id)
+    assert public is not None
+    origin = note.splitlines()[0]
+    assert open_checkpoint(note, origin, public).size == 7  # verifiable outside the server
+
+
+def test_unknown_receipt_is_a_clean_error(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "receipts", "show", "nope")
+    assert code == 2 and err.startswith("macroslow-mcp: not_found: no receipt")
