@@ -149,7 +149,20 @@ async def _drive(home: Path, steps: list[Step], log_file: Any) -> None:
         await step("verify_maml(one byte tampered)", verify_tampered)
         await step("read maml://workflows", read_list)
         await step("read maml://workflows/{id}", read_one)
+
+        async def list_receipts() -> str:
+            r = await client.call_tool("list_receipts", {"limit": 20})
+            rows = (r.structured_content or {}).get("receipts", [])
+            tools = [row["tool"] for row in reversed(rows)]
+            _expect(tools == ["validate_maml", "sign_maml", "verify_maml", "verify_maml"], f"{tools}")
+            last = rows[0]
+            return (
+                f"{len(rows)} receipts for the tool calls so far ({', '.join(tools)}); newest: seq "
+                f"{last['seq']} {last['decision']}/{last['outcome']}, result {last['result_digest'][:19]}…"
+            )
+
         await step("read unknown workflow", read_missing)
+        await step("list_receipts", list_receipts)
 
     # A second agent with a narrower token: the policy layer shows and allows it less.
     from mcp_server.auth.local_issuer import mint
@@ -190,8 +203,30 @@ async def _drive(home: Path, steps: list[Step], log_file: Any) -> None:
         await step("second agent: sign_maml", reader_sign)
         await step("second agent: verify_maml", reader_verify)
 
+    async def verify_ledger() -> str:
+        from mcp_server.db import open_engine
+        from mcp_server.home import open_keys
+        from mcp_server.ledger.store import Ledger
 
-EXPECTED_STEPS = 14
+        settings = Settings(home=home)
+        ledger = Ledger(open_engine(settings.database, durable=True), open_keys(settings))
+        try:
+            report = ledger.verify()
+            denied = ledger.page(decision="denied").receipts
+        finally:
+            ledger.engine.dispose()
+        _expect(report.ok, "; ".join(report.problems))
+        _expect(report.verified_size == report.receipts, f"{report.receipts - report.verified_size} unsigned")
+        _expect([r.tool for r, _ in denied] == ["sign_maml"], f"denials {[r.tool for r, _ in denied]}")
+        return (
+            f"{report.receipts} receipts, {report.checkpoints} signed checkpoints, all covered; "
+            f"the refused sign_maml is receipt {denied[0][0].seq} (denied)"
+        )
+
+    await step("receipts verify (servers stopped)", verify_ledger)
+
+
+EXPECTED_STEPS = 16
 
 
 def run_demo(home: Path | None = None) -> int:
