@@ -5,8 +5,11 @@ Idempotent, and it never overwrites a key: `init` run twice changes nothing the 
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -42,7 +45,25 @@ class InitReport:
 
 
 def initialize(settings: Settings, *, example: bool = True) -> InitReport:
-    """Create what is missing; report what was created."""
+    """Create what is missing; report what was created. Safe when several processes (servers
+    started together on one home) run it at once: they take turns under a lock in the home."""
+    with home_lock(settings):
+        return _initialize(settings, example=example)
+
+
+@contextmanager
+def home_lock(settings: Settings) -> Iterator[None]:
+    """An exclusive lock on the home, for creating keys: processes take turns, none overwrites."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    with open(settings.home / ".init.lock", "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _initialize(settings: Settings, *, example: bool) -> InitReport:
     report = InitReport(home=settings.home)
     for path in (settings.home, settings.keys_path, settings.trust_path, settings.workflows_path):
         if not path.exists():

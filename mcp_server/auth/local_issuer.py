@@ -56,6 +56,13 @@ def _read_private(path: Path) -> bytes:
 
 def ensure(settings: Settings) -> VerificationKey:
     """Create the issuer key (or secret) if missing; return what verifies its tokens."""
+    from mcp_server.home import home_lock
+
+    with home_lock(settings):
+        return _ensure(settings)
+
+
+def _ensure(settings: Settings) -> VerificationKey:
     home = _dir(settings)
     if settings.local_issuer_algorithm == "HS256":
         secret_file = home / "hs256.secret"

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from mcp_server.crypto.keys import KeyStore
 from mcp_server.db import database_errors, write_transaction
@@ -136,8 +137,16 @@ class Ledger:
         self.checkpoint_every = checkpoint_every
         self.checkpoint_seconds = checkpoint_seconds
         self._for_update = engine.dialect.name != "sqlite"
-        with database_errors(), engine.begin() as conn:
-            self.origin = self._init(conn)
+        # A write transaction: on SQLite, BEGIN IMMEDIATE serialises processes opening a new ledger.
+        with database_errors():
+            try:
+                with write_transaction(engine) as conn:
+                    self.origin = self._init(conn)
+            except IntegrityError:
+                # PostgreSQL: another process made the head at the same moment (our insert waited for
+                # its transaction, which committed, and then failed): read the log it made.
+                with write_transaction(engine) as conn:
+                    self.origin = self._init(conn)
 
     # -- set-up ------------------------------------------------------------------------------
     def _init(self, conn: Connection) -> str:
