@@ -15,6 +15,7 @@ Driver errors are mapped to `BackendUnavailable` by `database_errors()`, the one
 from __future__ import annotations
 
 import fcntl
+import logging
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +31,7 @@ from mcp_server.errors import BackendUnavailable
 BUSY_TIMEOUT_MS = 10_000
 WRITE_LOCK = "macroslow_write_lock"  # execution option: on a durable SQLite engine, BEGIN IMMEDIATE
 MIGRATIONS = Path(__file__).with_name("migrations")
+SCHEMA_HEAD = "0001"  # the newest migration's revision (a test checks it against the scripts)
 
 
 class Base(DeclarativeBase):
@@ -82,7 +84,11 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
 
 
 def migrate(engine: Engine) -> None:
-    """Create or upgrade the schema to the newest migration (idempotent, safe across processes)."""
+    """Create or upgrade the schema to the newest migration (idempotent, safe across processes).
+
+    A database already at `SCHEMA_HEAD` is left alone without loading Alembic (server start-up)."""
+    if _schema_version(engine) == SCHEMA_HEAD:
+        return
     from alembic import command
     from alembic.config import Config
     from alembic.util import CommandError
@@ -92,6 +98,7 @@ def migrate(engine: Engine) -> None:
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # "Running upgrade ..." is not news
     with _migration_lock(engine), engine.connect() as connection:
         config.attributes["connection"] = connection
         try:
@@ -101,6 +108,15 @@ def migrate(engine: Engine) -> None:
                 "the database schema is from a newer or unknown version of macroslow-mcp; upgrade this server"
             ) from exc
         connection.commit()
+
+
+def _schema_version(engine: Engine) -> str | None:
+    try:
+        with engine.connect() as conn:
+            versions = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+    except SQLAlchemyError:
+        return None  # no schema yet (or unreadable: the migration will say)
+    return versions[0] if len(versions) == 1 else None
 
 
 @contextmanager

@@ -11,25 +11,30 @@ migrations in `mcp_server/migrations`; these classes must match them.
 
 from __future__ import annotations
 
-from sqlalchemy import Integer, LargeBinary, String, Text
+from sqlalchemy import BigInteger, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mcp_server.db import Base
 
+# 64-bit counters on PostgreSQL (INT4 would run out after 2^31 receipts); plain INTEGER on SQLite,
+# where it is 64-bit anyway and an INTEGER PRIMARY KEY is the fast rowid.
+Counter = BigInteger().with_variant(Integer(), "sqlite")
+
 
 class ReceiptRow(Base):
     __tablename__ = "receipts"
+    __table_args__ = (Index("ix_receipts_principal_seq", "principal", "seq"),)
 
-    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(Counter, primary_key=True, autoincrement=False)
     id: Mapped[str] = mapped_column(String(36), unique=True)
-    created_at: Mapped[str] = mapped_column(String(32), index=True)
-    principal: Mapped[str] = mapped_column(String(300), index=True)
+    created_at: Mapped[str] = mapped_column(String(32))
+    principal: Mapped[str] = mapped_column(String(300))
     issuer: Mapped[str] = mapped_column(String(300))
     token_id: Mapped[str | None] = mapped_column(String(128))
     scopes: Mapped[str] = mapped_column(Text)
-    tool: Mapped[str] = mapped_column(String(64), index=True)
+    tool: Mapped[str] = mapped_column(String(64))
     action: Mapped[str | None] = mapped_column(String(16))
-    decision: Mapped[str] = mapped_column(String(8), index=True)
+    decision: Mapped[str] = mapped_column(String(8))
     reason: Mapped[str | None] = mapped_column(Text)
     outcome: Mapped[str] = mapped_column(String(32))
     document_id: Mapped[str | None] = mapped_column(String(64))
@@ -37,7 +42,7 @@ class ReceiptRow(Base):
     arguments_digest: Mapped[str | None] = mapped_column(String(80))
     result_digest: Mapped[str | None] = mapped_column(String(80))
     backend_job_id: Mapped[str | None] = mapped_column(String(128))
-    duration_us: Mapped[int] = mapped_column(Integer)
+    duration_us: Mapped[int] = mapped_column(Counter)
     payload: Mapped[str | None] = mapped_column(Text)
     leaf_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
 
@@ -46,16 +51,16 @@ class LedgerHead(Base):
     __tablename__ = "ledger_head"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    size: Mapped[int] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column(Counter)
     frontier: Mapped[bytes] = mapped_column(LargeBinary)
-    checkpoint_size: Mapped[int] = mapped_column(Integer)
+    checkpoint_size: Mapped[int] = mapped_column(Counter)
     checkpoint_time: Mapped[float] = mapped_column()
 
 
 class CheckpointRow(Base):
     __tablename__ = "checkpoints"
 
-    size: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    size: Mapped[int] = mapped_column(Counter, primary_key=True, autoincrement=False)
     root: Mapped[bytes] = mapped_column(LargeBinary(32))
     key_id: Mapped[str] = mapped_column(String(32))
     note: Mapped[str] = mapped_column(Text)

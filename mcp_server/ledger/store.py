@@ -8,13 +8,16 @@ Appends are serialised across processes by locking the one `ledger_head` row (SQ
 append reads the head (tree size and frontier), inserts the receipt as leaf `size`, advances the
 frontier and, when a checkpoint is due (every `checkpoint_every` receipts, or when the last one is
 older than `checkpoint_seconds`), signs the new tree head and stores it. A crash before the commit
-leaves nothing; after it, everything.
+leaves nothing; after it, everything. Within a process, appends that arrive while a commit is under
+way are written together in the next transaction (group commit): one lock and one disk flush for
+many receipts, each still acknowledged only once it is on disk.
 """
 
 from __future__ import annotations
 
 import base64
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from mcp_server.crypto.keys import KeyStore
@@ -63,6 +66,14 @@ class Draft:
     backend_job_id: str | None = None
     duration_us: int = 0
     payload: str | None = None
+
+
+@dataclass(eq=False)
+class _Pending:
+    draft: Draft
+    receipt: Receipt | None = None
+    error: BaseException | None = None
+    done: bool = False
 
 
 @dataclass(frozen=True)
@@ -137,6 +148,24 @@ class Ledger:
         self.checkpoint_every = checkpoint_every
         self.checkpoint_seconds = checkpoint_seconds
         self._for_update = engine.dialect.name != "sqlite"
+        self.max_batch = 256
+        self._cond = threading.Condition()
+        self._queue: list[_Pending] = []
+        self._writing = False
+        # Built once with bound parameters: SQLAlchemy compiles each once (appends are hot).
+        head = select(LedgerHead).where(LedgerHead.id == HEAD_ID)
+        self._select_head = head.with_for_update() if self._for_update else head
+        self._insert_receipts = insert(ReceiptRow)
+        self._update_head = (
+            update(LedgerHead)
+            .where(LedgerHead.id == HEAD_ID)
+            .values(
+                size=bindparam("new_size"),
+                frontier=bindparam("new_frontier"),
+                checkpoint_size=bindparam("new_checkpoint_size"),
+                checkpoint_time=bindparam("new_checkpoint_time"),
+            )
+        )
         # A write transaction: on SQLite, BEGIN IMMEDIATE serialises processes opening a new ledger.
         with database_errors():
             try:
@@ -173,27 +202,82 @@ class Ledger:
 
     # -- appending ---------------------------------------------------------------------------
     def append(self, draft: Draft) -> Receipt:
-        """Give the draft the next place in the log; commit it (and a checkpoint, if due)."""
+        """Give the draft the next place in the log and commit it; returns once it is on disk.
+
+        Group commit: callers in other threads that arrive while a commit is under way queue up, and
+        the next one to go writes all of them in one transaction (one lock of the head, one commit),
+        then each gets its own receipt back. A failed transaction fails every call in it.
+        """
+        item = _Pending(draft)
+        with self._cond:
+            self._queue.append(item)
+            while not item.done:
+                if self._writing:
+                    self._cond.wait()
+                    continue
+                self._writing = True
+                batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
+                self._cond.release()
+                try:
+                    self._commit(batch)
+                finally:
+                    self._cond.acquire()
+                    self._writing = False
+                    self._cond.notify_all()
+        if item.error is not None:
+            raise item.error
+        assert item.receipt is not None
+        return item.receipt
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        try:
+            receipts = self._write([p.draft for p in batch])
+        except BaseException as exc:
+            for pending in batch:
+                pending.error = exc
+                pending.done = True
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for pending, receipt in zip(batch, receipts, strict=True):
+            pending.receipt = receipt
+            pending.done = True
+
+    def _write(self, drafts: list[Draft]) -> list[Receipt]:
         with database_errors(), write_transaction(self.engine) as conn:
-            query = select(LedgerHead).where(LedgerHead.id == HEAD_ID)
-            head = conn.execute(query.with_for_update() if self._for_update else query).one()
+            head = conn.execute(self._select_head).one()
             frontier = merkle.Frontier.from_bytes(head.frontier)
             if frontier.size != head.size:
                 raise MacroslowError("ledger head is inconsistent; run `macroslow-mcp receipts verify`")
-            receipt = Receipt(seq=head.size, id=str(uuid.uuid4()), created_at=utc_now(), **draft.__dict__)
-            leaf = merkle.leaf_hash(receipt.leaf_bytes())
-            conn.execute(insert(ReceiptRow).values(**receipt.__dict__, leaf_hash=leaf))
-            frontier.append(leaf)
-            values: dict[str, Any] = {"size": frontier.size, "frontier": frontier.to_bytes()}
-            now = time.time()
-            due = (
-                frontier.size - head.checkpoint_size >= self.checkpoint_every
-                or now - head.checkpoint_time >= self.checkpoint_seconds
+            checkpoint_size, checkpoint_time = head.checkpoint_size, head.checkpoint_time
+            receipts: list[Receipt] = []
+            rows: list[dict[str, Any]] = []
+            for draft in drafts:
+                receipt = Receipt(
+                    seq=frontier.size, id=str(uuid.uuid4()), created_at=utc_now(), **draft.__dict__
+                )
+                leaf = merkle.leaf_hash(receipt.leaf_bytes())
+                rows.append({**receipt.__dict__, "leaf_hash": leaf})
+                receipts.append(receipt)
+                frontier.append(leaf)
+                now = time.time()
+                due = (
+                    frontier.size - checkpoint_size >= self.checkpoint_every
+                    or now - checkpoint_time >= self.checkpoint_seconds
+                )
+                if due and self._sign(conn, frontier.size, frontier.root()):
+                    checkpoint_size, checkpoint_time = frontier.size, now
+            conn.execute(self._insert_receipts, rows)
+            conn.execute(
+                self._update_head,
+                {
+                    "new_size": frontier.size,
+                    "new_frontier": frontier.to_bytes(),
+                    "new_checkpoint_size": checkpoint_size,
+                    "new_checkpoint_time": checkpoint_time,
+                },
             )
-            if due and self._sign(conn, frontier.size, frontier.root()):
-                values.update(checkpoint_size=frontier.size, checkpoint_time=now)
-            conn.execute(update(LedgerHead).where(LedgerHead.id == HEAD_ID).values(**values))
-        return receipt
+        return receipts
 
     def _sign(self, conn: Connection, size: int, root: bytes) -> bool:
         """Store a signed checkpoint of (size, root); False (and a warning) if it cannot be signed."""

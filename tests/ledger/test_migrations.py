@@ -48,3 +48,14 @@ def test_postgres_schema_matches(postgres_url: str) -> None:
         assert set(inspect(engine).get_table_names()) - {"alembic_version"} == set(Base.metadata.tables)
     finally:
         engine.dispose()
+
+
+def test_schema_head_constant_is_the_newest_migration() -> None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from mcp_server.db import MIGRATIONS, SCHEMA_HEAD
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    assert ScriptDirectory.from_config(config).get_heads() == [SCHEMA_HEAD]

@@ -276,3 +276,50 @@ def test_ledger_reopens_with_the_same_origin(ledger: Ledger, settings: Settings)
     assert again.origin == ledger.origin and again.origin.startswith("macroslow-mcp/receipts/")
     assert again.append(draft(50)).seq == 10
     again.engine.dispose()
+
+
+def test_group_commit_batches_concurrent_appends(settings: Settings) -> None:
+    """16 threads x 25 appends in one process: contiguous, each caller gets its own receipts back,
+    checkpoints still exactly every N, and fewer commits than appends (calls shared a flush)."""
+    import threading
+
+    from sqlalchemy import event
+
+    engine = open_engine(settings.database, durable=True)
+    log = Ledger(engine, open_keys(settings), checkpoint_every=50, checkpoint_seconds=3600)
+    commits: list[int] = []
+    event.listen(engine, "commit", lambda conn: commits.append(1))
+    got: dict[int, list[Receipt]] = {}
+    barrier = threading.Barrier(16)
+
+    def work(worker: int) -> None:
+        barrier.wait()
+        got[worker] = [log.append(draft(worker * 100 + i, principal=f"agent://w{worker}")) for i in range(25)]
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    seqs = sorted(r.seq for rs in got.values() for r in rs)
+    assert seqs == list(range(400))
+    for worker, receipts in got.items():
+        assert all(r.principal == f"agent://w{worker}" for r in receipts)
+        stored = {r.seq: r for r, _ in log.rows()}
+        assert all(stored[r.seq] == r for r in receipts)
+    assert [cp.size for cp in log.checkpoints()] == [50 * k for k in range(1, 9)]
+    assert len(commits) < 400
+    report = log.verify()
+    assert report.ok and report.verified_size == 400
+    engine.dispose()
+
+
+def test_a_failed_batch_fails_its_calls_and_the_log_goes_on(ledger: Ledger) -> None:
+    from mcp_server.errors import BackendUnavailable
+
+    sql(ledger.engine, "ALTER TABLE receipts RENAME TO receipts_away")
+    with pytest.raises(BackendUnavailable):
+        ledger.append(draft(1))
+    sql(ledger.engine, "ALTER TABLE receipts_away RENAME TO receipts")
+    assert ledger.append(draft(2)).seq == RECEIPTS
+    assert ledger.verify().problems == []

@@ -10,6 +10,9 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+# 64-bit counters on PostgreSQL; INTEGER on SQLite (64-bit there, and the rowid for a primary key).
+COUNTER = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
 revision = "0001"
 down_revision = None
 branch_labels = None
@@ -33,7 +36,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "receipts",
-        sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("seq", COUNTER, primary_key=True, autoincrement=False),
         sa.Column("id", sa.String(36), nullable=False, unique=True),
         sa.Column("created_at", sa.String(32), nullable=False),
         sa.Column("principal", sa.String(300), nullable=False),
@@ -50,25 +53,25 @@ def upgrade() -> None:
         sa.Column("arguments_digest", sa.String(80)),
         sa.Column("result_digest", sa.String(80)),
         sa.Column("backend_job_id", sa.String(128)),
-        sa.Column("duration_us", sa.Integer, nullable=False),
+        sa.Column("duration_us", COUNTER, nullable=False),
         sa.Column("payload", sa.Text),
         sa.Column("leaf_hash", sa.LargeBinary(32), nullable=False),
     )
-    op.create_index("ix_receipts_created_at", "receipts", ["created_at"])
-    op.create_index("ix_receipts_principal", "receipts", ["principal"])
-    op.create_index("ix_receipts_tool", "receipts", ["tool"])
-    op.create_index("ix_receipts_decision", "receipts", ["decision"])
+    # One secondary index: a caller's own receipts, newest first (what list_receipts shows most).
+    # Other filters walk the primary key from the newest receipt down; every index is one more
+    # B-tree written, and flushed, on each append.
+    op.create_index("ix_receipts_principal_seq", "receipts", ["principal", "seq"])
     op.create_table(
         "ledger_head",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
-        sa.Column("size", sa.Integer, nullable=False),
+        sa.Column("size", COUNTER, nullable=False),
         sa.Column("frontier", sa.LargeBinary, nullable=False),
-        sa.Column("checkpoint_size", sa.Integer, nullable=False),
+        sa.Column("checkpoint_size", COUNTER, nullable=False),
         sa.Column("checkpoint_time", sa.Float, nullable=False),
     )
     op.create_table(
         "checkpoints",
-        sa.Column("size", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("size", COUNTER, primary_key=True, autoincrement=False),
         sa.Column("root", sa.LargeBinary(32), nullable=False),
         sa.Column("key_id", sa.String(32), nullable=False),
         sa.Column("note", sa.Text, nullable=False),
