@@ -158,3 +158,32 @@ async def test_no_receipt_no_result(make_settings: Callable[..., Settings]) -> N
         result = await client.call_tool("sign_maml", {"document": example_workflow()})
     assert result.is_error and result.structured_content["error"]["code"] == "backend_unavailable"
     assert "signed_document" not in json.dumps(result.structured_content)
+
+
+async def test_redacted_payloads_only_when_asked(make_settings: Callable[..., Settings]) -> None:
+    from sqlalchemy import select
+
+    from mcp_server.db import open_engine
+    from mcp_server.ledger.models import ReceiptRow
+
+    settings = make_settings(receipt_payloads="redacted")
+    async with Client(build_server(settings)) as client:
+        await client.call_tool("sign_maml", {"document": example_workflow(), "key_id": "0" * 32})
+        await client.call_tool("verify_maml", {"document": "short text"})
+    engine = open_engine(settings.database)
+    with engine.connect() as conn:
+        payloads = conn.execute(select(ReceiptRow.payload).order_by(ReceiptRow.seq)).scalars().all()
+    engine.dispose()
+    signed, short = (json.loads(p) for p in payloads)
+    assert signed["key_id"] == "[redacted]"  # names that look like secrets are dropped
+    assert signed["document"].startswith("[") and "bytes, sha256:" in signed["document"]
+    assert "Greenberger" not in payloads[0]
+    assert short == {"document": "short text", "detached_signature": None}
+    # by default (same database, setting off), the next receipt stores no payload
+    async with Client(build_server(make_settings())) as client:
+        await client.call_tool("verify_maml", {"document": "short text"})
+    engine = open_engine(settings.database)
+    with engine.connect() as conn:
+        newest = conn.execute(select(ReceiptRow.payload).where(ReceiptRow.seq == 2)).scalar_one()
+    engine.dispose()
+    assert newest is None
