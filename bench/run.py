@@ -61,6 +61,7 @@ MAX_LIBRARY_RATIO = 3.0
 MIN_STDIO_RATIO = 0.5
 MAX_COLD_START_S = 1.5
 MAX_GUARD_MS = 0.3
+SHM = "/dev/shm" if os.path.isdir("/dev/shm") else None  # tmpfs, for the no-flush comparison
 UNLIMITED_RATE = {"MACROSLOW_RATE_PER_MINUTE": "1e9", "MACROSLOW_RATE_BURST": "1000000000"}
 
 DOCUMENT_BYTES = 10 * 1024  # the workflow before signing; the signature block adds ~4.5 KiB
@@ -222,11 +223,11 @@ class Server:
     tool: Tool
 
 
-def project_server(home: Path) -> Server:
+def project_server(home: Path, **env: str) -> Server:
     params = StdioServerParameters(
         command=sys.executable,
         args=["-m", "mcp_server", "serve", "--transport", "stdio"],
-        env={"MACROSLOW_HOME": str(home), "MACROSLOW_LOG_LEVEL": "WARNING", **UNLIMITED_RATE},
+        env={"MACROSLOW_HOME": str(home), "MACROSLOW_LOG_LEVEL": "WARNING", **UNLIMITED_RATE, **env},
     )
     return Server("macroslow-mcp", params, VERIFY)
 
@@ -304,16 +305,20 @@ async def bench_in_process(fx: Fixture) -> bool:
 
 
 async def bench_stdio(home: Path, document: str, errlog: TextIO) -> bool:
-    servers = [project_server(home), noop_server()]
-    async with AsyncExitStack() as stack:
-        samplers: dict[str, Sampler] = {}
-        protocols: set[str] = set()
-        for server in servers:
-            client = await stack.enter_async_context(connect(server, errlog))
-            protocols.add(client.protocol_version)
-            samplers[server.name] = await tool_sampler(client, server.tool, document)
-        t = await side_by_side(samplers, STDIO)
-    verify, noop = (t[server.name] for server in servers)
+    # A third server, as information: the same, with its ledger on tmpfs (no disk flush per call),
+    # to show how much of a call is the receipt's flush to disk.
+    with tempfile.TemporaryDirectory(dir=SHM) as shm:
+        tmpfs = project_server(home, MACROSLOW_DATABASE_URL=f"sqlite:///{shm}/l.db")
+        servers = {"project": project_server(home), "noop": noop_server(), "tmpfs": tmpfs}
+        async with AsyncExitStack() as stack:
+            samplers: dict[str, Sampler] = {}
+            protocols: set[str] = set()
+            for key, server in servers.items():
+                client = await stack.enter_async_context(connect(server, errlog))
+                protocols.add(client.protocol_version)
+                samplers[key] = await tool_sampler(client, server.tool, document)
+            t = await side_by_side(samplers, STDIO)
+    verify, noop = t["project"], t["noop"]
     ratio = noop / verify  # calls per second are the inverse of seconds per call
     ok = report(
         "verify_maml over stdio (sequential)",
@@ -325,6 +330,11 @@ async def bench_stdio(home: Path, document: str, errlog: TextIO) -> bool:
         "  per call over stdio",
         f"verify_maml {ms(verify)}, no-op {ms(noop)}, difference {ms(verify - noop)} "
         f"(protocol {', '.join(sorted(protocols))})",
+    )
+    report(
+        "  same, ledger on tmpfs (no disk flush)",
+        f"{1 / t['tmpfs']:.0f} calls/s = {noop / t['tmpfs']:.2f}x no-op: the receipt's flush to disk "
+        f"costs {ms(verify - t['tmpfs'])} a call here",
     )
     return ok
 
