@@ -2,20 +2,35 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from mcp_server.crypto.keys import KeyStore, TrustStore
 from mcp_server.crypto.mldsa import Algorithm
-from mcp_server.home import example_workflow
+from mcp_server.home import example_workflow, initialize
+from mcp_server.settings import Settings
 
 
 @pytest.fixture
 def example_text() -> str:
     """The bundled GHZ example document (unsigned, LF line endings)."""
     return example_workflow()
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Callable[..., Settings]:
+    """Settings for a fresh home under tmp_path (initialised: key, trust, example workflow), with
+    overrides; no environment or .env file is read."""
+
+    def make(**overrides: Any) -> Settings:
+        settings = Settings(home=tmp_path / "home", _env_file=None, **overrides)  # type: ignore[call-arg]
+        initialize(settings)
+        return settings
+
+    return make
 
 
 @pytest.fixture

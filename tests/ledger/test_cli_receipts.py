@@ -9,19 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from mcp_server.cli import main
 from mcp_server.db import open_engine
 from mcp_server.home import initialize, open_keys
 from mcp_server.ledger.checkpoint import open_checkpoint
 from mcp_server.ledger.store import Draft, Ledger
 from mcp_server.settings import Settings
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(list(argv))
-    out, err = capsys.readouterr()
-    return int(info.value.code or 0), out, err
+from tests.test_cli import run
 
 
 @pytest.fixture

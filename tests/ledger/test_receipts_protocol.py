@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,21 +14,11 @@ from pydantic import SecretStr
 from sqlalchemy import create_engine, text
 
 from mcp_server.auth.local_issuer import mint
-from mcp_server.home import example_workflow, initialize
+from mcp_server.home import example_workflow
 from mcp_server.server import build_server
 from mcp_server.settings import Settings
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def make_settings(tmp_path: Path) -> Callable[..., Settings]:
-    def make(**overrides: Any) -> Settings:
-        settings = Settings(home=tmp_path / "home", _env_file=None, **overrides)  # type: ignore[call-arg]
-        initialize(settings, example=False)
-        return settings
-
-    return make
 
 
 async def receipts(client: Client, **filters: Any) -> list[dict[str, Any]]:

@@ -23,7 +23,7 @@ from mcp_server.errors import (
     SignatureInvalid,
     Unauthenticated,
 )
-from mcp_server.home import example_workflow, initialize, open_keys
+from mcp_server.home import example_workflow, open_keys
 from mcp_server.maml import parser
 from mcp_server.policy.guard import Decision, Policy, Request
 from mcp_server.policy.quota import RateLimiter
@@ -46,16 +46,6 @@ def principal(sub: str, *scopes: str) -> Principal:
 def edit(text: str, old: str, new: str) -> str:
     assert text.count(old) == 1, old
     return text.replace(old, new)
-
-
-@pytest.fixture
-def make_settings(tmp_path: Path) -> Callable[..., Settings]:
-    def make(**overrides: Any) -> Settings:
-        settings = Settings(home=tmp_path / "home", _env_file=None, **overrides)  # type: ignore[call-arg]
-        initialize(settings, example=False)
-        return settings
-
-    return make
 
 
 @pytest.fixture

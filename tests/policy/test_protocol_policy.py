@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 import pytest
 from mcp.client import Client
 from mcp.shared.exceptions import MCPError
 
 from mcp_server.auth.local_issuer import mint
-from mcp_server.home import EXAMPLE_NAME, example_workflow, initialize
+from mcp_server.home import EXAMPLE_NAME, example_workflow
 from mcp_server.server import build_server
 from mcp_server.settings import Settings
 
@@ -34,16 +32,6 @@ def readable_only_by(sub: str, doc_id: str) -> str:
         assert text.count(old) == 1, old
         text = text.replace(old, new)
     return text
-
-
-@pytest.fixture
-def make_settings(tmp_path: Path) -> Callable[..., Settings]:
-    def make(**overrides: Any) -> Settings:
-        settings = Settings(home=tmp_path / "home", _env_file=None, **overrides)  # type: ignore[call-arg]
-        initialize(settings)
-        return settings
-
-    return make
 
 
 async def tool_names(client: Client) -> set[str]:
