@@ -1,4 +1,5 @@
-"""Shared fixtures: the bundled example workflow and a throwaway key store with one trusted key."""
+"""Shared fixtures: the example workflow, fresh homes (`make_settings`), a throwaway key store, and a
+throwaway PostgreSQL database (`postgres_url`, skipped when no server answers)."""
 
 from __future__ import annotations
 
