@@ -176,3 +176,19 @@ async def test_rate_limit_is_shared_by_two_server_processes(tmp_path: Path) -> N
         refused = await second.call_tool("verify_maml", {"document": "x"})
     assert outcomes == ["ok", "ok", "ok", "rate_limited"]
     assert refused.structured_content["error"]["details"]["retry_after"] > 30
+
+
+def test_sse_messages_get_the_same_scope_gate(tmp_path: Path) -> None:
+    server = start_server(tmp_path, "sse")
+    url = next(server)
+    try:
+        token = mint(tmp_path / "home", sub="reader", scope="maml:read")
+        body = json.dumps(call("sign_maml", {"document": "x"}))
+        headers = {**HEADERS, "Authorization": f"Bearer {token}"}
+        refused = httpx2.post(f"{url}/messages/?session_id=0", content=body, headers=headers, timeout=10)
+        assert refused.status_code == 403
+        assert 'scope="maml:sign"' in refused.headers["www-authenticate"]
+        anonymous = httpx2.post(f"{url}/messages/?session_id=0", content=body, headers=HEADERS, timeout=10)
+        assert anonymous.status_code == 401
+    finally:
+        server.close()
