@@ -9,6 +9,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
+import anyio.to_thread
+from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp_types import CallToolResult
 from sqlalchemy import Engine
 
@@ -18,7 +20,8 @@ from mcp_server.calls import CallRecord, current_call
 from mcp_server.crypto.keys import KeyStore
 from mcp_server.errors import MacroslowError, Unauthenticated
 from mcp_server.home import initialize, open_keys
-from mcp_server.ledger.store import Ledger
+from mcp_server.ledger.receipts import json_digest, redact
+from mcp_server.ledger.store import Draft, Ledger
 from mcp_server.maml.model import MamlDocument
 from mcp_server.maml.parser import Limits
 from mcp_server.policy.guard import Decision, Policy, Request, record_denial
@@ -85,8 +88,6 @@ class AppState:
 
     async def principal(self) -> Principal:
         """The caller of the request being served, or `Unauthenticated`."""
-        from mcp.server.auth.middleware.auth_context import get_access_token
-
         token = get_access_token()
         if isinstance(token, PrincipalAccessToken) and isinstance(token.principal, Principal):
             return token.principal
@@ -138,11 +139,6 @@ class AppState:
         internal: bool = False,
     ) -> None:
         """Append the call's receipt (in a worker thread: the append waits for the disk)."""
-        import anyio.to_thread
-
-        from mcp_server.ledger.receipts import json_digest, redact
-        from mcp_server.ledger.store import Draft
-
         principal = record.principal
         outcome = "internal_error" if internal else (error.code if error is not None else "ok")
         draft = Draft(

@@ -8,16 +8,13 @@ receipt to another place in the log changes its leaf. docs/receipts.md writes th
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, fields
 from typing import Any
 
+from mcp_server.signing import digest
+
 LEAF_VERSION = 1
-
-
-def digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def json_digest(value: Any) -> str:

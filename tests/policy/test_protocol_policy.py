@@ -163,3 +163,25 @@ async def test_read_only_server_hides_sign(make_settings: Callable[..., Settings
         result = await client.call_tool("sign_maml", {"document": example_workflow()})
     assert result.is_error and result.structured_content["error"]["code"] == "forbidden"
     assert "read-only" in result.structured_content["error"]["message"]
+
+
+async def test_filtered_lists_are_private_to_the_caller(make_settings: Callable[..., Settings]) -> None:
+    """A list filtered for one caller must never be cached and shown to another, even where the
+    server's cache hints would call it public."""
+    from types import SimpleNamespace
+
+    from mcp_server.state import AppState
+    from mcp_server.visibility import ScopeVisibility
+
+    state = AppState(make_settings(local_scopes=["maml:read"]))
+    listing = {
+        "tools": [{"name": "verify_maml"}, {"name": "sign_maml"}],
+        "cacheScope": "public",
+        "ttlMs": 60_000,
+    }
+
+    async def call_next(_: object) -> dict[str, object]:
+        return listing
+
+    result = await ScopeVisibility(state)(SimpleNamespace(method="tools/list"), call_next)  # type: ignore[arg-type]
+    assert result == {"tools": [{"name": "verify_maml"}], "cacheScope": "private", "ttlMs": 60_000}
