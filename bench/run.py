@@ -18,6 +18,11 @@ Targets (from the issue):
      plain INSERTs (skipped when no PostgreSQL server answers at 127.0.0.1:5432);
   7. `Ledger.verify()` over 100,000 receipts in under 10 s.
 Targets 5-7 are in bench/ledger.py (`.venv/bin/python bench/ledger.py` runs them alone).
+  8. a query_openai cache hit over the in-memory client: at most 2x verify_maml's call there;
+  9. a query_openai cache miss: at most 2 ms over the loopback OpenAI fake's own latency.
+Targets 8-9 are in bench/llm.py (`.venv/bin/python bench/llm.py` runs them alone).
+ 10. run_quantum_circuit over the in-memory client, GHZ-5 and a 20-qubit random circuit at 1024 shots:
+     at most 1.2x calling AerSimulator directly on the same circuit (bench/quantum.py).
 
 The servers run with a rate limit too high to trip (1e9 a minute), so the limiter's database
 statement is in every measured call without refusing any.
@@ -421,6 +426,12 @@ async def run_all(home: Path, errlog: TextIO) -> bool:
     from ledger import bench_ledger  # bench/ledger.py, which imports this module's helpers
 
     results.append(await bench_ledger(errlog))
+    from llm import bench_llm  # bench/llm.py: query_openai's cache hit and cache miss
+
+    results.append(await bench_llm(fixture))
+    from quantum import bench_quantum  # bench/quantum.py: run_quantum_circuit vs AerSimulator direct
+
+    results.append(await bench_quantum())
     return all(results)
 
 

@@ -16,6 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
 
+from mcp.server.mcpserver import Context
 from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult, TextContent
 from pydantic import BaseModel
@@ -79,7 +80,9 @@ def tool_adapter(
 
         @functools.wraps(fn)
         async def wrapper(*args: P.args, **kwargs: P.kwargs) -> CallToolResult:
-            record = CallRecord(fn.__name__, dict(kwargs))
+            # The request context the SDK injects is not an argument (and is no JSON to digest).
+            arguments = {k: v for k, v in kwargs.items() if not isinstance(v, Context)}
+            record = CallRecord(fn.__name__, arguments)
             token = current_call.set(record)
             error: MacroslowError | None = None
             try:

@@ -26,6 +26,7 @@ class CallRecord:
     document_id: str | None = None
     document_digest: str | None = None
     backend_job_id: str | None = None
+    attestation: dict[str, Any] | None = None  # what a backend run attests, for the receipt
 
 
 current_call: ContextVar[CallRecord | None] = ContextVar("macroslow_current_call", default=None)

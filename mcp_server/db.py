@@ -31,7 +31,7 @@ from mcp_server.errors import BackendUnavailable
 BUSY_TIMEOUT_MS = 10_000
 WRITE_LOCK = "macroslow_write_lock"  # execution option: on a durable SQLite engine, BEGIN IMMEDIATE
 MIGRATIONS = Path(__file__).with_name("migrations")
-SCHEMA_HEAD = "0001"  # the newest migration's revision (a test checks it against the scripts)
+SCHEMA_HEAD = "0003"  # the newest migration's revision (a test checks it against the scripts)
 
 
 class Base(DeclarativeBase):
@@ -83,6 +83,19 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
         yield conn
 
 
+@contextmanager
+def transaction(engine: Engine, connection: Connection | None = None) -> Iterator[Connection]:
+    """The caller's `connection` (its transaction), or else a new transaction on `engine`, committed
+    on success; driver errors are `BackendUnavailable` either way. Lets several short statements of
+    different modules share one transaction."""
+    with database_errors():
+        if connection is not None:
+            yield connection
+        else:
+            with engine.begin() as conn:
+                yield conn
+
+
 def migrate(engine: Engine) -> None:
     """Create or upgrade the schema to the newest migration (idempotent, safe across processes).
 
@@ -92,9 +105,6 @@ def migrate(engine: Engine) -> None:
     from alembic import command
     from alembic.config import Config
     from alembic.util import CommandError
-
-    import mcp_server.ledger.models
-    import mcp_server.policy.quota  # noqa: F401
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))

@@ -161,8 +161,39 @@ async def _drive(home: Path, steps: list[Step], log_file: Any) -> None:
                 f"{last['seq']} {last['decision']}/{last['outcome']}, result {last['result_digest'][:19]}…"
             )
 
+        async def run_ghz() -> str:
+            r = await client.call_tool("run_quantum_circuit", {"circuit": context["signed"], "seed": 7})
+            sc = r.structured_content or {}
+            _expect(not r.is_error and sc.get("status") == "succeeded", f"{sc}")
+            counts = sc["counts"]
+            _expect(set(counts) == {"000", "111"} and sum(counts.values()) == sc["shots"], f"{counts}")
+            context["job"] = sc
+            return (
+                f"signed GHZ workflow on the local simulator ({sc['method']}): {counts} "
+                f"from {sc['shots']} shots, job {sc['job_id'][:8]}…"
+            )
+
+        async def attestation() -> str:
+            from mcp_server.ledger.receipts import json_digest
+
+            r = await client.call_tool("list_receipts", {"tool": "run_quantum_circuit", "limit": 1})
+            row = (r.structured_content or {})["receipts"][0]
+            attested = json.loads(row["attestation"])
+            job = context["job"]
+            _expect(attested["counts_digest"] == json_digest(job["counts"]), f"{attested}")
+            _expect(attested["circuit_digest"] == job["circuit_digest"], f"{attested}")
+            mu = await client.read_resource(f"receipts://{row['id']}")
+            _expect("counts_digest" in mu.contents[0].text, "the .mu receipt lacks the attestation")  # type: ignore[union-attr]
+            return (
+                f"receipt {row['seq']} binds circuit {attested['circuit_digest'][:19]}… on "
+                f"{attested['backend']}/{attested['target']}, {attested['shots']} shots, seed "
+                f"{attested['seed']} to counts {attested['counts_digest'][:19]}…"
+            )
+
         await step("read unknown workflow", read_missing)
         await step("list_receipts", list_receipts)
+        await step("run_quantum_circuit(signed GHZ)", run_ghz)
+        await step("quantum receipt attests the run", attestation)
 
     # A second agent with a narrower token: the policy layer shows and allows it less.
     from mcp_server.auth.local_issuer import mint
@@ -226,7 +257,7 @@ async def _drive(home: Path, steps: list[Step], log_file: Any) -> None:
     await step("receipts verify (servers stopped)", verify_ledger)
 
 
-EXPECTED_STEPS = 16
+EXPECTED_STEPS = 18
 
 
 def run_demo(home: Path | None = None) -> int:

@@ -101,10 +101,29 @@ class Forbidden(MacroslowError):
 class RateLimited(MacroslowError):
     code = "rate_limited"
 
-    def __init__(self, message: str, *, retry_after: float) -> None:
-        super().__init__(message, retry_after=round(retry_after, 3))
+    def __init__(self, message: str, *, retry_after: float, **details: Any) -> None:
+        super().__init__(message, retry_after=round(retry_after, 3), **details)
         self.retry_after = retry_after
 
 
 class BackendUnavailable(MacroslowError):
     code = "backend_unavailable"
+
+
+def rebuild(data: dict[str, Any], *, prefix: str = "") -> MacroslowError:
+    """An error stored as `to_dict()` (a job's failure, say) as the same class again, with the same
+    code and details; unknown codes come back as `BackendUnavailable`."""
+    code = str(data.get("code", ""))
+    classes = [MacroslowError]
+    while classes:
+        cls = classes.pop()
+        if cls.code == code:
+            break
+        classes.extend(cls.__subclasses__())
+    else:
+        cls = BackendUnavailable
+    exc = cls.__new__(cls)
+    MacroslowError.__init__(exc, prefix + str(data.get("message", "")), **dict(data.get("details") or {}))
+    if cls is RateLimited:
+        exc.retry_after = float(exc.details.get("retry_after", 0))  # type: ignore[attr-defined]
+    return exc

@@ -8,6 +8,7 @@ from typing import Any
 
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
+from mcp.server.subscriptions import InMemorySubscriptionBus
 
 import resources
 import tools
@@ -20,7 +21,9 @@ from mcp_server.visibility import ScopeVisibility
 INSTRUCTIONS = """\
 Tools for MAML documents (Markdown with YAML front matter): validate_maml checks form and safety,
 sign_maml signs with a post-quantum ML-DSA key, verify_maml checks a signature and whether its key is
-trusted. Errors start with a stable code (invalid_document, request_too_large, signature_invalid,
+trusted. query_openai asks an OpenAI or Azure OpenAI model (a prompt, or a signed MAML prompt/workflow
+document), within a token budget; identical recent requests are answered from a cache. Errors start
+with a stable code (invalid_document, request_too_large, signature_invalid,
 key_error, not_found, unauthenticated, forbidden, rate_limited with retry_after, ...); forbidden
 names the missing scope or document permission. Workflows you may read are at maml://workflows."""
 
@@ -50,6 +53,7 @@ def build_server(
         async with state.open() as opened:
             yield opened
 
+    bus = InMemorySubscriptionBus()  # subscriptions/listen; jobs://<id> changes are published on it
     server: MCPServer[AppState] = MCPServer(
         settings.server_name,
         title="macroslow-mcp",
@@ -58,8 +62,10 @@ def build_server(
         lifespan=lifespan,
         log_level=_level(settings.log_level),
         middleware=[ScopeVisibility(state)],
+        subscriptions=bus,
         **auth,
     )
+    server.subscription_bus = bus  # type: ignore[attr-defined]
     server.state = state  # type: ignore[attr-defined]  # for the HTTP app builder
     tools.register_all(server, state)
     resources.register_all(server, state)

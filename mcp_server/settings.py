@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from mcp_server.crypto.mldsa import DEFAULT_ALGORITHM, Algorithm
@@ -135,6 +135,121 @@ class Settings(BaseSettings):
     llm_token_budget: int = Field(default=200_000, ge=0, description="LLM tokens per principal per period.")
     llm_budget_period_seconds: int = Field(default=86_400, ge=60)
 
+    # -- quantum: local simulator -------------------------------------------------------------
+    quantum_workers: int = Field(
+        default=2, ge=1, le=64, description="Local simulator worker processes (jobs running at once)."
+    )
+    quantum_max_queued: int = Field(default=64, ge=1, description="Local jobs waiting for a worker, at most.")
+    quantum_memory_mb: int | None = Field(
+        default=None,
+        ge=16,
+        description="Memory one statevector may take; default half of the memory available at start.",
+    )
+    quantum_wait_seconds: float = Field(
+        default=10.0, ge=0, description="How long run_quantum_circuit waits inline unless told otherwise."
+    )
+    quantum_max_wait_seconds: float = Field(default=120.0, ge=0, description="Cap on wait_seconds.")
+    quantum_job_timeout_seconds: float = Field(
+        default=3600.0, gt=0, description="A local job still running after this is stopped (failed)."
+    )
+    quantum_heartbeat_seconds: float = Field(
+        default=2.0, gt=0, description="Running local jobs are marked alive this often (several processes)."
+    )
+    quantum_mps_max_bond_dimension: int | None = Field(
+        default=None, ge=2, description="Truncate matrix-product-state runs at this bond (approximate)."
+    )
+
+    # -- quantum: Azure Quantum ---------------------------------------------------------------
+    # The workspace: a resource id, or subscription + resource group + name; plus its location.
+    # The seeds' variable names (AZURE_SUBSCRIPTION_ID, ...) are read as well.
+    azure_quantum_resource_id: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("MACROSLOW_AZURE_QUANTUM_RESOURCE_ID", "AZURE_QUANTUM_RESOURCE_ID"),
+    )
+    azure_subscription_id: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("MACROSLOW_AZURE_SUBSCRIPTION_ID", "AZURE_SUBSCRIPTION_ID"),
+    )
+    azure_resource_group: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("MACROSLOW_AZURE_RESOURCE_GROUP", "AZURE_RESOURCE_GROUP"),
+    )
+    azure_quantum_workspace: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("MACROSLOW_AZURE_QUANTUM_WORKSPACE", "AZURE_QUANTUM_WORKSPACE"),
+    )
+    azure_quantum_location: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("MACROSLOW_AZURE_QUANTUM_LOCATION", "AZURE_QUANTUM_LOCATION"),
+    )
+    azure_quantum_connection_string: SecretStr | None = Field(
+        default=None,
+        description="Workspace connection string (includes an access key); instead of Entra ID.",
+        validation_alias=AliasChoices(
+            "MACROSLOW_AZURE_QUANTUM_CONNECTION_STRING", "AZURE_QUANTUM_CONNECTION_STRING"
+        ),
+    )
+    azure_quantum_allow_qpu: bool = Field(
+        default=False, description="Allow paid hardware (QPU) targets; simulators only otherwise."
+    )
+    azure_quantum_timeout_seconds: float = Field(default=30.0, gt=0, description="Per HTTP request to Azure.")
+    azure_poll_initial_seconds: float = Field(default=1.0, gt=0, description="First status poll delay.")
+    azure_poll_max_seconds: float = Field(default=30.0, gt=0, description="Backoff cap between polls.")
+
+    # -- LLM: OpenAI / Azure OpenAI ------------------------------------------------------------
+    # The SDK's own variable names (OPENAI_API_KEY, AZURE_OPENAI_ENDPOINT, ...) and the seeds'
+    # AZURE_OPENAI_KEY are read as well. Azure is used when an Azure endpoint is set (provider auto).
+    llm_provider: Literal["auto", "openai", "azure"] = Field(
+        default="auto", description="auto: Azure OpenAI when an Azure endpoint is set, else OpenAI."
+    )
+    openai_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("MACROSLOW_OPENAI_API_KEY", "OPENAI_API_KEY")
+    )
+    openai_base_url: str | None = Field(
+        default=None,
+        description="OpenAI-compatible endpoint; default the SDK's (https://api.openai.com/v1).",
+        validation_alias=AliasChoices("MACROSLOW_OPENAI_BASE_URL", "OPENAI_BASE_URL"),
+    )
+    openai_model: str = Field(default="gpt-4o-mini", description="Model used when a call names none.")
+    azure_openai_endpoint: str | None = Field(
+        default=None,
+        description="https://<resource>.openai.azure.com/",
+        validation_alias=AliasChoices("MACROSLOW_AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_ENDPOINT"),
+    )
+    azure_openai_api_key: SecretStr | None = Field(
+        default=None,
+        description="Azure OpenAI key; without it, Entra ID (azure-identity's DefaultAzureCredential).",
+        validation_alias=AliasChoices(
+            "MACROSLOW_AZURE_OPENAI_API_KEY", "AZURE_OPENAI_API_KEY", "AZURE_OPENAI_KEY"
+        ),
+    )
+    azure_openai_api_version: str = Field(
+        default="2024-10-21",
+        validation_alias=AliasChoices("MACROSLOW_AZURE_OPENAI_API_VERSION", "OPENAI_API_VERSION"),
+    )
+    azure_openai_deployment: str | None = Field(
+        default=None,
+        description="Deployment used when a call names none.",
+        validation_alias=AliasChoices("MACROSLOW_AZURE_OPENAI_DEPLOYMENT", "AZURE_OPENAI_DEPLOYMENT"),
+    )
+    azure_openai_token_scope: str = Field(
+        default="https://cognitiveservices.azure.com/.default", description="Entra ID token scope."
+    )
+    llm_models: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Models (Azure: deployments) callers may name besides the default; others are refused.",
+    )
+    llm_timeout_seconds: float = Field(default=60.0, gt=0, le=600, description="Per upstream request.")
+    llm_max_retries: int = Field(default=2, ge=0, le=10, description="Retries after a 429 or 5xx.")
+    llm_retry_max_wait_seconds: float = Field(
+        default=20.0, ge=0, description="Longest wait before one retry; a longer Retry-After ends retrying."
+    )
+    llm_retry_total_seconds: float = Field(default=30.0, ge=0, description="All retry waits of a call.")
+    llm_max_request_bytes: int = Field(
+        default=256 * 1024, ge=1024, description="Messages and output schema, checked before sending."
+    )
+    llm_cache_ttl_seconds: int = Field(default=3600, ge=0, description="Response cache lifetime; 0: off.")
+
     # -- receipts ------------------------------------------------------------------------------
     checkpoint_every: int = Field(default=256, ge=1, description="Sign a checkpoint every N receipts...")
     checkpoint_seconds: float = Field(default=10.0, gt=0, description="...or when the last is this old.")
@@ -142,7 +257,7 @@ class Settings(BaseSettings):
         default="none", description="Store redacted arguments in receipts (default: digests only)."
     )
 
-    @field_validator("local_scopes", "tools", mode="before")
+    @field_validator("local_scopes", "tools", "llm_models", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
         return _words(value)

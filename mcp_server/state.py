@@ -7,7 +7,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import anyio.to_thread
 from mcp.server.auth.middleware.auth_context import get_access_token
@@ -20,14 +20,20 @@ from mcp_server.calls import CallRecord, current_call
 from mcp_server.crypto.keys import KeyStore
 from mcp_server.errors import MacroslowError, Unauthenticated
 from mcp_server.home import initialize, open_keys
-from mcp_server.ledger.receipts import json_digest, redact
+from mcp_server.ledger.receipts import canonical_json, json_digest, redact
 from mcp_server.ledger.store import Draft, Ledger
 from mcp_server.maml.model import MamlDocument
 from mcp_server.maml.parser import Limits
 from mcp_server.policy.guard import Decision, Policy, Request, record_denial
+from mcp_server.quantum.backends import JobStatus, RemoteBackend
+from mcp_server.quantum.service import JobService, Listener, attestation
+from mcp_server.quantum.store import Job, JobStore
 from mcp_server.settings import Settings
 from mcp_server.signing import digest
 from mcp_server.workflows import WorkflowDirectory
+
+if TYPE_CHECKING:
+    from mcp_server.llm.service import LlmService
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +54,9 @@ class AppState:
     policy: Policy = field(init=False)
     _engine: Engine | None = field(default=None, init=False)
     _ledger: Ledger | None = field(default=None, init=False)
+    _jobs: JobService | None = field(default=None, init=False)
+    job_listeners: list[Listener] = field(default_factory=list, init=False)
+    _llm: LlmService | None = field(default=None, init=False)
     _opened: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
@@ -76,6 +85,18 @@ class AppState:
         if self._ledger is None:
             raise MacroslowError("server state is not open (used outside the server lifespan)")
         return self._ledger
+
+    @property
+    def llm(self) -> LlmService:
+        if self._llm is None:
+            raise MacroslowError("server state is not open (used outside the server lifespan)")
+        return self._llm
+
+    @property
+    def jobs(self) -> JobService:
+        if self._jobs is None:
+            raise MacroslowError("server state is not open (used outside the server lifespan)")
+        return self._jobs
 
     @property
     def local_principal(self) -> Principal:
@@ -130,6 +151,21 @@ class AppState:
                 record.document_digest = digest(decision.document.canonical)
         return decision
 
+    def deny(self, exc: MacroslowError) -> MacroslowError:
+        """Note on the current call's receipt that the policy refused it, after the guard allowed the
+        first part (a limit only known once the input is parsed); returns `exc` to raise."""
+        record = current_call.get()
+        if record is not None:
+            record.denial = exc
+        return exc
+
+    def check_request(self, decision: Decision, request: Request) -> None:
+        """Limits known only after parsing (qubits of a circuit), refused as the guard would."""
+        try:
+            self.policy.check_request(decision.principal, decision.operation.name, request)
+        except MacroslowError as exc:
+            raise self.deny(exc) from None
+
     async def record_call(
         self,
         record: CallRecord,
@@ -158,6 +194,7 @@ class AppState:
             backend_job_id=record.backend_job_id,
             duration_us=int((time.perf_counter() - record.started) * 1e6),
             payload=redact(record.arguments) if self.settings.receipt_payloads == "redacted" else None,
+            attestation=canonical_json(record.attestation).decode() if record.attestation else None,
         )
         await anyio.to_thread.run_sync(self.ledger.append, draft)
 
@@ -173,11 +210,15 @@ class AppState:
         finally:
             self._opened -= 1
             if self._opened == 0:
+                llm = self._llm
                 self._close()
+                if llm is not None:  # its HTTP client closes in the event loop
+                    await llm.aclose()
 
     def _open(self) -> None:
         """Make sure the home exists (keys are created on first use), then load keys, trust, database."""
         from mcp_server.db import open_engine
+        from mcp_server.llm.service import LlmService  # imports `openai` only on the first query
         from mcp_server.policy.quota import RateLimiter
 
         report = initialize(self.settings, example=False)
@@ -203,9 +244,48 @@ class AppState:
         )
         limiter = RateLimiter(self._engine, self.settings.rate_per_minute, self.settings.rate_burst)
         self.policy.attach(self._keys, limiter)
+        self._llm = LlmService(self.settings, self._engine)
+        self._jobs = JobService(
+            self.settings, JobStore(self._engine), record=self._record_job, remote_factory=self._azure
+        )
+        for listener in self.job_listeners:
+            self._jobs.subscribe(listener)
+        self._jobs.start()
+
+    def _azure(self) -> RemoteBackend:
+        from mcp_server.quantum.azure import AzureQuantumBackend
+
+        return AzureQuantumBackend.from_settings(self.settings)
+
+    def _record_job(self, job: Job) -> None:
+        """The receipt of a job that ended: its attestation binds the circuit to the counts."""
+        error = job.error or {}
+        self.ledger.append(
+            Draft(
+                principal=job.principal,
+                issuer=job.issuer,
+                token_id=None,
+                scopes="",
+                tool="quantum_job",
+                action=None,
+                decision="allowed",
+                reason=f"{error.get('code')}: {error.get('message')}" if error else None,
+                outcome="ok"
+                if job.status is JobStatus.succeeded
+                else str(error.get("code", job.status.value)),
+                document_id=job.document_id,
+                backend_job_id=job.id,
+                result_digest=json_digest(job.result) if job.result is not None else None,
+                duration_us=int(((job.finished_at or job.updated_at) - job.created_at) * 1e6),
+                attestation=canonical_json(attestation(job)).decode(),
+            )
+        )
 
     def _close(self) -> None:
         self.policy.attach(None, None)
+        if self._jobs is not None:
+            self._jobs.close()
+            self._jobs = None
         if self._ledger is not None:
             try:  # a checkpoint of the final state: deleting the tail later is then detected
                 self._ledger.checkpoint()
@@ -218,3 +298,4 @@ class AppState:
         self._keys = None
         self._workflows = None
         self._engine = None
+        self._llm = None

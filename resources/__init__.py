@@ -7,9 +7,9 @@ from typing import Any
 from mcp.server.mcpserver import MCPServer
 
 from mcp_server.state import AppState
-from resources import receipts, workflows
+from resources import jobs, receipts, workflows
 
-MODULES = (workflows, receipts)
+MODULES = (workflows, receipts, jobs)
 
 
 def register_all(server: MCPServer[Any], state: AppState) -> None:

@@ -7,9 +7,25 @@ from typing import Any
 from mcp.server.mcpserver import MCPServer
 
 from mcp_server.state import AppState
-from tools import list_receipts, sign_maml, validate_maml, verify_maml
+from tools import (
+    cancel_job,
+    list_receipts,
+    query_openai,
+    run_quantum_circuit,
+    sign_maml,
+    validate_maml,
+    verify_maml,
+)
 
-MODULES = (validate_maml, sign_maml, verify_maml, list_receipts)
+MODULES = (
+    validate_maml,
+    sign_maml,
+    verify_maml,
+    list_receipts,
+    run_quantum_circuit,
+    cancel_job,
+    query_openai,
+)
 
 
 def register_all(server: MCPServer[Any], state: AppState) -> None:

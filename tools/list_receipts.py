@@ -34,6 +34,9 @@ class ReceiptEntry(BaseModel):
     arguments_digest: str | None
     result_digest: str | None
     backend_job_id: str | None
+    attestation: str | None = Field(
+        default=None, description="What a backend run attests (canonical JSON), e.g. a quantum job's."
+    )
     duration_ms: float
     leaf_hash: str
 

@@ -44,6 +44,7 @@ class ReceiptRow(Base):
     backend_job_id: Mapped[str | None] = mapped_column(String(128))
     duration_us: Mapped[int] = mapped_column(Counter)
     payload: Mapped[str | None] = mapped_column(Text)
+    attestation: Mapped[str | None] = mapped_column(Text)
     leaf_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
 
 

@@ -70,10 +70,16 @@ class Receipt:
     backend_job_id: str | None
     duration_us: int
     payload: str | None  # only with MACROSLOW_RECEIPT_PAYLOADS=redacted
+    # What a backend run attests (quantum jobs: circuit, backend, target, shots, seed, counts digest),
+    # as canonical JSON. Left out of the leaf when null, so receipts without one hash as before.
+    attestation: str | None = None
 
     def content(self) -> dict[str, Any]:
         # Every field is a scalar: a shallow copy (asdict would deep-copy, for nothing, slowly).
-        return {**self.__dict__, "v": LEAF_VERSION}
+        content = {**self.__dict__, "v": LEAF_VERSION}
+        if content["attestation"] is None:
+            del content["attestation"]
+        return content
 
     def leaf_bytes(self) -> bytes:
         return canonical_json(self.content())
@@ -110,6 +116,7 @@ def render_mu(receipt: Receipt, *, leaf_hash: bytes, checkpoint: dict[str, Any] 
         "arguments_digest": receipt.arguments_digest,
         "result_digest": receipt.result_digest,
         "backend_job_id": receipt.backend_job_id,
+        "attestation": json.loads(receipt.attestation) if receipt.attestation else None,
         "leaf_hash": "sha256:" + leaf_hash.hex(),
     }
     lines = ["---", *(f"{k}: {scalar(v)}" for k, v in front.items())]

@@ -66,6 +66,7 @@ class Draft:
     backend_job_id: str | None = None
     duration_us: int = 0
     payload: str | None = None
+    attestation: str | None = None
 
 
 @dataclass(eq=False)

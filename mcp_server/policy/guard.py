@@ -164,6 +164,14 @@ class Policy:
         self._check_limits(request, parsed if executing else None)
         return Decision(principal, op, parsed, signer)
 
+    def check_request(self, principal: Principal, name: str, request: Request) -> None:
+        """Step 7 again, for what is only known once the input is parsed (a circuit's qubits)."""
+        try:
+            self._check_limits(request, None)
+        except MacroslowError as exc:
+            record_denial(principal, name, exc)
+            raise
+
     def _trusted_signer(self, document: MamlDocument) -> str:
         from mcp_server.signing import verify_signature
 

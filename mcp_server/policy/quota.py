@@ -15,10 +15,22 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Boolean, Engine, Float, Integer, String, bindparam, case, func, select, update
+from sqlalchemy import (
+    Boolean,
+    Connection,
+    Engine,
+    Float,
+    Integer,
+    String,
+    bindparam,
+    case,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
-from mcp_server.db import Base, database_errors
+from mcp_server.db import Base, database_errors, transaction
 from mcp_server.errors import InvalidDocument, RateLimited
 
 
@@ -110,9 +122,34 @@ class TokenBudget:
         self.engine = engine
         self.limit = limit
         self.period_seconds = period_seconds
-        self._insert = _insert(engine)
+        # Built once with bound parameters, like RateLimiter's (compiled once, not per call).
+        period, tokens = bindparam("period", type_=Integer), bindparam("tokens", type_=Integer)
+        new_period = LlmBudget.period != period
+        fits = LlmBudget.used + tokens <= limit
+        stmt = _insert(engine)(LlmBudget).values(
+            principal=bindparam("key", type_=String), period=period, used=tokens, granted=True
+        )
+        self._reserve = stmt.on_conflict_do_update(
+            index_elements=[LlmBudget.principal],
+            set_={
+                "used": case((new_period, tokens), (fits, LlmBudget.used + tokens), else_=LlmBudget.used),
+                "granted": case((new_period, True), (fits, True), else_=False),
+                "period": period,
+            },
+        ).returning(LlmBudget.used, LlmBudget.granted)
+        _, greatest = _least(engine)
+        self._settle = (
+            update(LlmBudget)
+            .where(
+                LlmBudget.principal == bindparam("b_key", type_=String),
+                LlmBudget.period == bindparam("b_period", type_=Integer),
+            )
+            .values(used=greatest(0, LlmBudget.used + bindparam("b_delta", type_=Integer)))
+        )
 
-    def reserve(self, key: str, tokens: int, now: float | None = None) -> Reservation:
+    def reserve(
+        self, key: str, tokens: int, now: float | None = None, *, connection: Connection | None = None
+    ) -> Reservation:
         now = time.time() if now is None else now
         period = int(now // self.period_seconds)
         retry_after = (period + 1) * self.period_seconds - now
@@ -124,19 +161,9 @@ class TokenBudget:
                 f"{self.period_seconds} s",
                 retry_after=retry_after,
             )
-        new_period = LlmBudget.period != period
-        fits = LlmBudget.used + tokens <= self.limit
-        stmt = self._insert(LlmBudget).values(principal=key, period=period, used=tokens, granted=True)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[LlmBudget.principal],
-            set_={
-                "used": case((new_period, tokens), (fits, LlmBudget.used + tokens), else_=LlmBudget.used),
-                "granted": case((new_period, True), (fits, True), else_=False),
-                "period": period,
-            },
-        ).returning(LlmBudget.used, LlmBudget.granted)
-        with database_errors(), self.engine.begin() as conn:
-            used, granted = conn.execute(stmt).one()
+        with transaction(self.engine, connection) as conn:
+            params = {"key": key, "period": period, "tokens": tokens}
+            used, granted = conn.execute(self._reserve, params).one()
         if not granted:
             raise RateLimited(
                 f"LLM token budget spent: {used} of {self.limit} used this period, {tokens} more requested",
@@ -144,19 +171,14 @@ class TokenBudget:
             )
         return Reservation(key, period, tokens)
 
-    def settle(self, reservation: Reservation, used: int) -> None:
+    def settle(self, reservation: Reservation, used: int, *, connection: Connection | None = None) -> None:
         """Replace the reserved amount by what was really used (same period only)."""
         delta = used - reservation.tokens
         if delta == 0:
             return
-        _, greatest = _least(self.engine)
-        stmt = (
-            update(LlmBudget)
-            .where(LlmBudget.principal == reservation.key, LlmBudget.period == reservation.period)
-            .values(used=greatest(0, LlmBudget.used + delta))
-        )
-        with database_errors(), self.engine.begin() as conn:
-            conn.execute(stmt)
+        params = {"b_key": reservation.key, "b_period": reservation.period, "b_delta": delta}
+        with transaction(self.engine, connection) as conn:
+            conn.execute(self._settle, params)
 
     def used(self, key: str, now: float | None = None) -> int:
         now = time.time() if now is None else now

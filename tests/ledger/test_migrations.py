@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect, text
 
-from mcp_server.db import Base, open_engine
+import mcp_server.quantum.store  # noqa: F401  (its table)
+from mcp_server.db import SCHEMA_HEAD, Base, open_engine
 from mcp_server.errors import BackendUnavailable
 
 
@@ -28,7 +29,9 @@ def test_reopening_is_a_no_op(tmp_path: Path) -> None:
     for _ in range(3):
         engine = open_engine(url)
         with engine.connect() as conn:
-            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0001"]
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [
+                SCHEMA_HEAD
+            ]
         engine.dispose()
 
 

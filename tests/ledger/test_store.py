@@ -100,6 +100,7 @@ EDITS = {
     "backend_job_id": "'job-x'",
     "duration_us": "1",
     "payload": "'{}'",
+    "attestation": """'{"counts_digest":"sha256:00"}'""",  # added where there was none
 }
 
 

@@ -67,6 +67,9 @@ async def test_all_scopes_show_all_tools(make_settings: Callable[..., Settings])
             "verify_maml",
             "list_receipts",
             "verify_receipt",
+            "run_quantum_circuit",
+            "cancel_job",
+            "query_openai",
         }
 
 
@@ -159,7 +162,12 @@ async def test_garbage_token_is_unauthenticated_everywhere(make_settings: Callab
 
 async def test_read_only_server_hides_sign(make_settings: Callable[..., Settings]) -> None:
     async with Client(build_server(make_settings(read_only=True))) as client:
-        assert await tool_names(client) == {"validate_maml", "verify_maml", "list_receipts", "verify_receipt"}
+        assert await tool_names(client) == {
+            "validate_maml",
+            "verify_maml",
+            "list_receipts",
+            "verify_receipt",
+        }
         result = await client.call_tool("sign_maml", {"document": example_workflow()})
     assert result.is_error and result.structured_content["error"]["code"] == "forbidden"
     assert "read-only" in result.structured_content["error"]["message"]

@@ -1,0 +1,138 @@
+"""Tool `query_openai`: ask an OpenAI or Azure OpenAI model, within this server's budgets."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from mcp.server.mcpserver import MCPServer
+from mcp_types import ToolAnnotations
+from pydantic import BaseModel, ConfigDict, Field
+
+from mcp_server.adapters import tool_adapter
+from mcp_server.calls import current_call
+from mcp_server.errors import InvalidDocument
+from mcp_server.llm import prompts
+from mcp_server.policy.guard import Request
+from mcp_server.state import AppState
+
+DEFAULT_MAX_TOKENS = 512
+
+
+class TokenUsage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class QueryResult(BaseModel):
+    model_config = ConfigDict(serialize_by_alias=True)
+
+    text: str | None = Field(description="The model's answer; null when `json` carries it.")
+    json_: Any = Field(
+        default=None,
+        alias="json",
+        description="The answer parsed as JSON and valid against the output schema (when one was given).",
+    )
+    model: str = Field(description="The model that answered, as the provider names it.")
+    usage: TokenUsage
+    finish_reason: str | None = Field(description="stop, length (max_tokens reached), content_filter, ...")
+    cached: bool = Field(description="True when answered from this server's cache, without a model call.")
+    request_id: str | None = Field(description="The provider's request id (of the original call if cached).")
+
+
+def register(server: MCPServer[Any], state: AppState) -> None:
+    @tool_adapter(state)
+    async def query_openai(
+        prompt: Annotated[
+            str | None, Field(description="The question or instruction; omit when giving `document`.")
+        ] = None,
+        system: Annotated[
+            str | None, Field(description="System message to go with `prompt` (not with `document`).")
+        ] = None,
+        document: Annotated[
+            str | None,
+            Field(
+                description="A signed MAML document of type prompt or workflow: its ## Context is the system "
+                "message, its ## Intent the question, its ## Output_Schema the output schema."
+            ),
+        ] = None,
+        model: Annotated[
+            str | None,
+            Field(description="Model (Azure OpenAI: deployment); omit for the server's default."),
+        ] = None,
+        max_tokens: Annotated[
+            int | None,
+            Field(
+                ge=1,
+                description=f"Most tokens to generate; default {DEFAULT_MAX_TOKENS} (or the document's "
+                "requires.max_tokens), capped by the server.",
+            ),
+        ] = None,
+        temperature: Annotated[
+            float | None, Field(ge=0, le=2, description="Sampling temperature, 0-2; omit for the model's.")
+        ] = None,
+        output_schema: Annotated[
+            dict[str, Any] | None,
+            Field(description="A JSON Schema the answer must satisfy (returned parsed in `json`)."),
+        ] = None,
+        cache: Annotated[
+            bool, Field(description="Answer an identical recent request from the cache; false: always ask.")
+        ] = True,
+    ) -> QueryResult:
+        """Ask an OpenAI or Azure OpenAI chat model and get its answer, with token usage.
+
+        Give either `prompt` (and optionally `system`) or `document`, a MAML prompt or workflow document,
+        which must carry a signature by a key this server trusts and admit you in permissions.execute.
+        With an output schema (argument, or the document's ## Output_Schema) the answer is returned as
+        validated `json`, or the call fails with invalid_document. Tokens count against your budget:
+        rate_limited with retry_after when it is spent or the provider is busy. Identical requests
+        within the cache lifetime are answered from the cache (`cached`: true) at no token cost.
+        """
+        decision = await state.guard(
+            "query_openai", document=document, request=Request(max_tokens=max_tokens)
+        )
+        if (prompt is None) == (document is None):
+            raise InvalidDocument("give either `prompt` or `document`, not both or neither", field="prompt")
+        doc = decision.document
+        if doc is not None:
+            if system is not None or output_schema is not None:
+                raise InvalidDocument(
+                    "with `document`, the system message and output schema come from the document",
+                    field="system" if system is not None else "output_schema",
+                )
+            messages, output_schema = prompts.from_document(doc)
+            limit = doc.front_matter.requires.max_tokens
+        else:
+            assert prompt is not None
+            messages, limit = prompts.from_prompt(prompt, system), None
+        tokens = max_tokens or limit or min(DEFAULT_MAX_TOKENS, state.settings.max_tokens)
+        answer = await state.llm.query(
+            decision.principal,
+            messages,
+            model=model,
+            max_tokens=tokens,
+            temperature=temperature,
+            output_schema=output_schema,
+            use_cache=cache,
+        )
+        completion = answer.completion
+        record = current_call.get()
+        if record is not None:
+            record.backend_job_id = completion.request_id
+        return QueryResult(
+            text=None if output_schema is not None else completion.text,
+            json=answer.value,
+            model=completion.model,
+            usage=TokenUsage(**completion.usage.__dict__),
+            finish_reason=completion.finish_reason,
+            cached=answer.cached,
+            request_id=completion.request_id,
+        )
+
+    server.add_tool(
+        query_openai,
+        title="Ask an OpenAI model",
+        annotations=ToolAnnotations(
+            read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True
+        ),
+    )
