@@ -23,6 +23,8 @@ Targets 5-7 are in bench/ledger.py (`.venv/bin/python bench/ledger.py` runs them
 Targets 8-9 are in bench/llm.py (`.venv/bin/python bench/llm.py` runs them alone).
  10. run_quantum_circuit over the in-memory client, GHZ-5 and a 20-qubit random circuit at 1024 shots:
      at most 1.2x calling AerSimulator directly on the same circuit (bench/quantum.py).
+ 11. seal and open of a 1 MiB document for one recipient: at most 1.5x raw AES-256-GCM plus one
+     ML-KEM-768 + X25519 encapsulation (decapsulation), same run (bench/sealing.py).
 
 The servers run with a rate limit too high to trip (1e9 a minute), so the limiter's database
 statement is in every measured call without refusing any.
@@ -432,6 +434,9 @@ async def run_all(home: Path, errlog: TextIO) -> bool:
     from quantum import bench_quantum  # bench/quantum.py: run_quantum_circuit vs AerSimulator direct
 
     results.append(await bench_quantum())
+    from sealing import bench_sealing  # bench/sealing.py: seal/open vs raw AES-GCM + hybrid KEM
+
+    results.append(await bench_sealing())
     return all(results)
 
 

@@ -105,9 +105,21 @@ def cmd_init(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _kem_keys(args: argparse.Namespace) -> Any:
+    from mcp_server.home import open_kem_keys
+
+    return open_kem_keys(_settings(args))
+
+
 def cmd_keys_generate(args: argparse.Namespace) -> int:
     from mcp_server.crypto.mldsa import Algorithm
 
+    if args.kem:
+        kem_info = _kem_keys(args).generate()
+        state = "encrypted" if kem_info.encrypted else "unencrypted (set MACROSLOW_KEY_PASSPHRASE to encrypt)"
+        print(f"generated {kem_info.algorithm} recipient key {kem_info.key_id}: {state}")
+        print(kem_info.key_id)
+        return EXIT_OK
     keys = _keys(args)
     info = keys.generate(Algorithm(args.algorithm), trust=not args.no_trust)
     if args.default:
@@ -122,8 +134,12 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
     keys = _keys(args)
     rows = keys.list()
     if args.json:
-        print(json.dumps([{**r.__dict__, "algorithm": r.algorithm.value} for r in rows], indent=2))
+        kem_rows = [{**k.__dict__, "trusted": False, "default": False} for k in _kem_keys(args).list()]
+        print(json.dumps([{**r.__dict__, "algorithm": r.algorithm.value} for r in rows] + kem_rows, indent=2))
         return EXIT_OK
+    for k in _kem_keys(args).list():
+        state = ["private" if k.has_private else "public-only", "encrypted" if k.encrypted else ""]
+        print(f"{k.key_id}  {k.algorithm}  recipient {' '.join(f for f in state if f)}")
     if not rows:
         print("no keys; run `macroslow-mcp init`")
     for r in rows:
@@ -138,7 +154,13 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_export(args: argparse.Namespace) -> int:
-    pem = _keys(args).export_public(args.key_id)
+    from mcp_server.crypto.keys import check_key_id
+
+    kem_keys = _kem_keys(args)
+    if kem_keys.public_key(check_key_id(args.key_id)) is not None:
+        pem = kem_keys.export_public(args.key_id)
+    else:
+        pem = _keys(args).export_public(args.key_id)
     if args.output:
         _write(args.output, pem)
     else:
@@ -158,6 +180,14 @@ def cmd_keys_trust(args: argparse.Namespace) -> int:
             raise CliError(f"{args.key} is neither a PEM file nor a known key id")
     kid = keys.trust.add(public)
     print(f"trusted {kid}")
+    return EXIT_OK
+
+
+def cmd_keys_import(args: argparse.Namespace) -> int:
+    from mcp_server.crypto.kem import load_public_pem
+
+    kid = _kem_keys(args).add_public(load_public_pem(_read(args.file)))
+    print(f"imported recipient key {kid}")
     return EXIT_OK
 
 
@@ -212,6 +242,49 @@ def cmd_verify(args: argparse.Namespace) -> int:
             for reason in report.reasons:
                 print(f"  - {reason}")
     return EXIT_OK if ok else EXIT_INVALID
+
+
+def cmd_seal(args: argparse.Namespace) -> int:
+    from mcp_server.crypto.kem import load_public_pem
+    from mcp_server.sealing import resolve_recipients, seal
+
+    kem_keys = _kem_keys(args)
+    recipients = []
+    for key in args.to:
+        if os.path.exists(key):
+            recipients.append(load_public_pem(_read(key)))
+        else:
+            recipients += resolve_recipients([key], kem_keys, _keys(args))
+    sealed = seal(_read(args.file), recipients, limits=_limits(args))
+    out = args.output or args.file + ".sealed"
+    _write(out, sealed.encode("ascii"))
+    ids = ", ".join(r.key_id for r in recipients)
+    print(f"sealed {args.file} for {ids} (AES-256-GCM, key wrapped with ML-KEM-768+X25519) -> {out}")
+    return EXIT_OK
+
+
+def cmd_open(args: argparse.Namespace) -> int:
+    from mcp_server.sealing import open_sealed
+    from mcp_server.signing import inspect_signature
+
+    opened = open_sealed(_read(args.file), _kem_keys(args), limits=_limits(args))
+    if args.output:
+        _write(args.output, opened.document.encode("utf-8"))
+    else:
+        sys.stdout.write(opened.document)
+    report = inspect_signature(opened.document, _keys(args), limits=_limits(args))
+    if not report.signed:
+        note = "unsigned"
+    elif report.valid:
+        note = f"signed by {report.key_id} ({'trusted' if report.trusted else 'NOT trusted'})"
+    else:
+        note = "signature INVALID: " + "; ".join(report.reasons)
+    where = f" -> {args.output}" if args.output else ""
+    print(
+        f"opened {args.file} with recipient key {opened.key_id}: {opened.parsed.id}, {note}{where}",
+        file=sys.stderr,
+    )
+    return EXIT_OK
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -424,6 +497,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--algorithm", "-a", default="ML-DSA-65", choices=["ML-DSA-44", "ML-DSA-65", "ML-DSA-87"])
     g.add_argument("--default", action="store_true", help="make it the default signing key")
     g.add_argument("--no-trust", action="store_true", help="do not add it to the trust store")
+    g.add_argument(
+        "--kem", action="store_true", help="generate an ML-KEM-768 + X25519 recipient key for sealing instead"
+    )
     lst = kadd("list", cmd_keys_list, "list own and trusted keys")
     lst.add_argument("--json", action="store_true")
     e = kadd("export", cmd_keys_export, "print a public key as PEM")
@@ -431,6 +507,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("-o", "--output", help="write to this file instead of stdout")
     t = kadd("trust", cmd_keys_trust, "trust a public key: a PEM file or a known key id")
     t.add_argument("key", metavar="KEY_ID_OR_PEM")
+    i = kadd("import", cmd_keys_import, "import a recipient (KEM) public key PEM, to seal for it")
+    i.add_argument("file")
     u = kadd("untrust", cmd_keys_untrust, "remove a key from the trust store")
     u.add_argument("key_id")
 
@@ -451,6 +529,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-untrusted", action="store_true", help="exit 0 for a valid signature by an untrusted key"
     )
     v.add_argument("--json", action="store_true", help="print the full report as JSON")
+
+    se = add("seal", cmd_seal, "seal a MAML file for recipient keys (writes FILE.sealed unless -o)")
+    se.add_argument("file")
+    se.add_argument(
+        "--to", action="append", required=True, metavar="KEY", help="recipient key id or PEM file (repeat)"
+    )
+    se.add_argument("-o", "--output")
+    op = add("open", cmd_open, "open a sealed file with this home's recipient key (stdout unless -o)")
+    op.add_argument("file")
+    op.add_argument("-o", "--output")
 
     val = add("validate", cmd_validate, "check a MAML file's form and safety (no signature check)")
     val.add_argument("file")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from mcp_server.crypto.kem import KemKeyStore
 from mcp_server.crypto.keys import KeyStore, TrustStore
 from mcp_server.settings import Settings
 
@@ -33,6 +34,11 @@ def open_keys(settings: Settings) -> KeyStore:
         settings.passphrase_bytes(),
         default_key_id=settings.signing_key_id,
     )
+
+
+def open_kem_keys(settings: Settings) -> KemKeyStore:
+    """Recipient (sealing) keys: `<home>/kem`, encrypted at rest with the signing keys' passphrase."""
+    return KemKeyStore(settings.home / "kem", settings.passphrase_bytes())
 
 
 @dataclass

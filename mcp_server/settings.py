@@ -16,6 +16,8 @@ MiB = 1024 * 1024
 ALL_SCOPES = (
     "maml:read",
     "maml:sign",
+    "maml:encrypt",
+    "maml:decrypt",
     "quantum:run",
     "quantum:read",
     "openai:query",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -17,9 +18,10 @@ from sqlalchemy import Engine
 from mcp_server.auth.principal import Principal
 from mcp_server.auth.tokens import PrincipalAccessToken, TokenAuthority
 from mcp_server.calls import CallRecord, current_call
+from mcp_server.crypto.kem import KemKeyStore
 from mcp_server.crypto.keys import KeyStore
 from mcp_server.errors import MacroslowError, Unauthenticated
-from mcp_server.home import initialize, open_keys
+from mcp_server.home import initialize, open_kem_keys, open_keys
 from mcp_server.ledger.receipts import canonical_json, json_digest, redact
 from mcp_server.ledger.store import Draft, Ledger
 from mcp_server.maml.model import MamlDocument
@@ -73,6 +75,11 @@ class AppState:
         if self._keys is None:
             raise MacroslowError("server state is not open (used outside the server lifespan)")
         return self._keys
+
+    @functools.cached_property
+    def kem_keys(self) -> KemKeyStore:
+        """Recipient (sealing) keys, opened on first use; see `mcp_server.crypto.kem`."""
+        return open_kem_keys(self.settings)
 
     @property
     def workflows(self) -> WorkflowDirectory:

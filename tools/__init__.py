@@ -9,6 +9,8 @@ from mcp.server.mcpserver import MCPServer
 from mcp_server.state import AppState
 from tools import (
     cancel_job,
+    decrypt_maml,
+    encrypt_maml,
     list_receipts,
     query_openai,
     run_quantum_circuit,
@@ -25,6 +27,8 @@ MODULES = (
     run_quantum_circuit,
     cancel_job,
     query_openai,
+    encrypt_maml,
+    decrypt_maml,
 )
 
 

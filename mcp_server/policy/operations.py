@@ -28,6 +28,10 @@ _OPERATIONS = (
     Operation("validate_maml", "maml:read"),
     Operation("verify_maml", "maml:read"),
     Operation("sign_maml", "maml:sign", DocumentAction.write, changes_or_spends=True),
+    # Sealing shares a document, so only a caller who may read it may seal it; opening checks the
+    # opened document's permissions.read in the tool itself (the guard cannot see inside the seal).
+    Operation("encrypt_maml", "maml:encrypt", DocumentAction.read),
+    Operation("decrypt_maml", "maml:decrypt", DocumentAction.read),
     Operation("maml://workflows", "maml:read", DocumentAction.read),
     Operation("run_quantum_circuit", "quantum:run", DocumentAction.execute, changes_or_spends=True),
     Operation("cancel_job", "quantum:run", changes_or_spends=True),

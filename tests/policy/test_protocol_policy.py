@@ -70,6 +70,8 @@ async def test_all_scopes_show_all_tools(make_settings: Callable[..., Settings])
             "run_quantum_circuit",
             "cancel_job",
             "query_openai",
+            "encrypt_maml",
+            "decrypt_maml",
         }
 
 
@@ -167,6 +169,8 @@ async def test_read_only_server_hides_sign(make_settings: Callable[..., Settings
             "verify_maml",
             "list_receipts",
             "verify_receipt",
+            "encrypt_maml",
+            "decrypt_maml",
         }
         result = await client.call_tool("sign_maml", {"document": example_workflow()})
     assert result.is_error and result.structured_content["error"]["code"] == "forbidden"

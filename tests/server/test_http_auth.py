@@ -74,9 +74,10 @@ def test_expired_and_foreign_audience_tokens_get_401(server: str, tmp_path: Path
         settings, sub="eve", scopes=["maml:read"], ttl=300, audience="https://other.example/mcp"
     )
     assert post(server, INITIALIZE, foreign).status_code == 401
-    short = local_issuer.mint(settings, sub="eve", scopes=["maml:read"], ttl=1)
+    # Long enough to be used once on a loaded machine (minting and the request take time), then waited out.
+    short = local_issuer.mint(settings, sub="eve", scopes=["maml:read"], ttl=4)
     assert post(server, INITIALIZE, short).status_code == 200
-    time.sleep(2.1)
+    time.sleep(5.1)
     assert post(server, INITIALIZE, short).status_code == 401
 
 

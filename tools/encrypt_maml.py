@@ -1,0 +1,62 @@
+"""Tool `encrypt_maml`: seal a MAML document for recipient keys (AES-256-GCM + ML-KEM-768/X25519)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from mcp.server.mcpserver import MCPServer
+from mcp_types import ToolAnnotations
+from pydantic import BaseModel, Field
+
+from mcp_server import sealing
+from mcp_server.adapters import tool_adapter
+from mcp_server.state import AppState
+from tools.validate_maml import DOCUMENT
+
+
+class EncryptResult(BaseModel):
+    sealed: str = Field(
+        description="The sealed document (text, format maml-sealed/1): pass it to decrypt_maml."
+    )
+    document_id: str
+    recipients: list[str] = Field(description="Key ids of the recipient (KEM) keys, in the header's order.")
+    content_cipher: str = sealing.CONTENT_CIPHER
+    key_wrap: str = sealing.KEY_WRAP
+
+
+def register(server: MCPServer[Any], state: AppState) -> None:
+    @tool_adapter(state)
+    async def encrypt_maml(
+        document: DOCUMENT,
+        recipients: Annotated[
+            list[str],
+            Field(
+                min_length=1,
+                max_length=sealing.MAX_RECIPIENTS,
+                description="Recipient key ids (32 hex digits each): ML-KEM-768 + X25519 keys known to this "
+                "server (made with `keys generate --kem` or imported with `keys import`).",
+            ),
+        ],
+    ) -> EncryptResult:
+        """Seal a MAML document so only the named recipient keys can open it.
+
+        Needs the scope maml:encrypt, and the document's permissions.read must admit the caller.
+        The document is validated first and sealed byte for byte, so a signature inside stays valid.
+        Content: AES-256-GCM with a fresh random key and nonce; the key is wrapped for each recipient
+        with ML-KEM-768 (FIPS 203) combined with X25519, so it stays safe if either one holds.
+        """
+        decision = await state.guard("encrypt_maml", document=document)
+        assert decision.document is not None
+        publics = sealing.resolve_recipients(recipients, state.kem_keys, state.keys)
+        sealed = sealing.seal_bytes(document.encode("utf-8"), decision.document.id, publics)
+        return EncryptResult(
+            sealed=sealing.render(sealed), document_id=sealed.document_id, recipients=sealed.recipient_ids
+        )
+
+    server.add_tool(
+        encrypt_maml,
+        title="Seal (encrypt) a MAML document",
+        annotations=ToolAnnotations(
+            read_only_hint=True, destructive_hint=False, idempotent_hint=False, open_world_hint=False
+        ),
+    )
