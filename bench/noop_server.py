@@ -18,5 +18,18 @@ async def noop(document: str) -> str:
     return "ok"
 
 
+def serve_http(port: int) -> None:
+    """The same tool over Streamable HTTP (stateless, as `serve` runs it), for bench/replicas.py."""
+    import uvicorn
+
+    app = server.streamable_http_app(stateless_http=True)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
 if __name__ == "__main__":
-    server.run("stdio")
+    import sys
+
+    if sys.argv[1:2] == ["http"]:
+        serve_http(int(sys.argv[2]))
+    else:
+        server.run("stdio")

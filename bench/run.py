@@ -25,6 +25,8 @@ Targets 8-9 are in bench/llm.py (`.venv/bin/python bench/llm.py` runs them alone
      at most 1.2x calling AerSimulator directly on the same circuit (bench/quantum.py).
  11. seal and open of a 1 MiB document for one recipient: at most 1.5x raw AES-256-GCM plus one
      ML-KEM-768 + X25519 encapsulation (decapsulation), same run (bench/sealing.py).
+ 12. verify_maml over Streamable HTTP, 16 concurrent clients: two `serve` processes at least 1.3x one
+     process, next to the SDK's no-op tool served the same way (bench/replicas.py).
 
 The servers run with a rate limit too high to trip (1e9 a minute), so the limiter's database
 statement is in every measured call without refusing any.
@@ -437,6 +439,9 @@ async def run_all(home: Path, errlog: TextIO) -> bool:
     from sealing import bench_sealing  # bench/sealing.py: seal/open vs raw AES-GCM + hybrid KEM
 
     results.append(await bench_sealing())
+    from replicas import bench_replicas  # bench/replicas.py: one vs two serve processes over HTTP
+
+    results.append(await bench_replicas())
     return all(results)
 
 

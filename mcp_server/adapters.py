@@ -13,6 +13,7 @@ import functools
 import inspect
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
 
@@ -21,13 +22,16 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult, TextContent
 from pydantic import BaseModel
 
+from mcp_server import metrics
 from mcp_server.calls import CallRecord, current_call
 from mcp_server.errors import BackendUnavailable, MacroslowError
+from mcp_server.logs import request_id
 
 if TYPE_CHECKING:
     from mcp_server.state import AppState
 
 log = logging.getLogger("mcp_server.tools")
+calls_log = logging.getLogger("mcp_server.calls")
 
 P = ParamSpec("P")
 M = TypeVar("M", bound=BaseModel)
@@ -92,6 +96,7 @@ def tool_adapter(
                 error, result = exc, error_result(exc)
             except Exception:
                 await _receipt_or_log(state, record, None, None, internal=True)
+                _observe(record, "internal_error")
                 raise
             finally:
                 current_call.reset(token)
@@ -99,12 +104,14 @@ def tool_adapter(
                 await state.record_call(record, result, error)
             except MacroslowError as exc:
                 log.error("tool %s: receipt not written (%s); result withheld", fn.__name__, exc.code)
+                _observe(record, BackendUnavailable.code)
                 return error_result(
                     BackendUnavailable(
                         "the receipt for this call could not be written, so its result is withheld; "
                         "try again shortly"
                     )
                 )
+            _observe(record, error.code if error is not None else "ok")
             return result
 
         wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
@@ -114,6 +121,28 @@ def tool_adapter(
         return wrapper
 
     return decorate
+
+
+def _observe(record: CallRecord, outcome: str) -> None:
+    """Metrics and one structured log line per call: who, which tool, outcome, duration; never
+    arguments, documents or tokens."""
+    seconds = time.perf_counter() - record.started
+    tool = metrics.label(record.tool)
+    metrics.TOOL_CALLS.labels(tool, metrics.label(outcome)).inc()
+    metrics.TOOL_LATENCY.labels(tool).observe(seconds)
+    principal = record.principal
+    calls_log.info(
+        "tool %s: %s",
+        record.tool,
+        outcome,
+        extra={
+            "request_id": request_id.get(),
+            "sub": principal.sub if principal is not None else None,
+            "tool": record.tool,
+            "outcome": outcome,
+            "duration_ms": round(seconds * 1000, 3),
+        },
+    )
 
 
 async def _receipt_or_log(

@@ -307,11 +307,12 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from mcp_server.auth.tokens import ConfigurationError
+    from mcp_server.logs import configure
     from mcp_server.server import build_server
     from mcp_server.state import CallerSource
 
     settings = _settings(args)
-    logging.getLogger().setLevel(logging.DEBUG if args.verbose else settings.log_level.upper())
+    configure(settings.log_format, logging.DEBUG if args.verbose else settings.log_level.upper())
     host = args.host or settings.host
     port = args.port or settings.port
     authenticated = settings.auth_required and not args.no_auth
@@ -331,7 +332,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         logging.getLogger(PROG).warning(
             "HTTP without authentication: every caller acts as agent://%s", settings.local_subject
         )
-    serve_http(server, server.state, args.transport, host, port)  # type: ignore[attr-defined]
+    workers = args.workers or settings.workers
+    if workers > 1:  # each worker builds its server from the environment: pass the CLI's choices on
+        from mcp_server.home import initialize
+
+        initialize(settings, example=False)  # the signing key is made once, not by each worker
+        os.environ["MACROSLOW_HOME"] = str(settings.home)
+        os.environ["MACROSLOW_READ_ONLY"] = "true" if settings.read_only else "false"
+        if settings.tools is not None:
+            os.environ["MACROSLOW_TOOLS"] = " ".join(settings.tools)
+    serve_http(server, server.state, args.transport, host, port, workers)  # type: ignore[attr-defined]
     return EXIT_OK
 
 
@@ -551,6 +561,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-auth",
         action="store_true",
         help="HTTP without bearer tokens: every caller is the local principal; loopback binds only",
+    )
+    srv.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="HTTP worker processes sharing the database (default MACROSLOW_WORKERS or 1)",
     )
     srv.add_argument("--read-only", action="store_true", help="offer only tools that neither sign nor spend")
     srv.add_argument("--tool", action="append", metavar="NAME", help="offer only this tool (repeatable)")

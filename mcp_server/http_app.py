@@ -16,18 +16,33 @@ In front of it, `ScopeGate`:
 from __future__ import annotations
 
 import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from contextlib import AsyncExitStack
 from typing import Any, Literal
 
+import anyio
+import anyio.to_thread
 import uvicorn
 from mcp.server.auth.routes import build_resource_metadata_url
 from mcp.server.mcpserver import MCPServer
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mcp_server import metrics
 from mcp_server.errors import Forbidden, MacroslowError
+from mcp_server.logs import configure as configure_logs
+from mcp_server.logs import request_id
 from mcp_server.policy.operations import operation_for_uri
-from mcp_server.state import AppState
+from mcp_server.state import AppState, CallerSource
 
 Transport = Literal["streamable-http", "sse"]
+log = logging.getLogger(__name__)
 MESSAGE_PATHS = {"streamable-http": ("/mcp",), "sse": ("/messages", "/messages/")}
 
 
@@ -140,25 +155,191 @@ class ScopeGate:
         return False
 
 
-def build_http_app(server: MCPServer[Any], state: AppState, transport: Transport, host: str) -> ASGIApp:
-    limit = state.settings.max_request_bytes
-    if transport == "streamable-http":
-        app: ASGIApp = server.streamable_http_app(max_request_body_size=limit, host=host)
-    else:
-        app = server.sse_app(max_request_body_size=limit, host=host)
-    return ScopeGate(app, state, MESSAGE_PATHS[transport], check_scopes=state.caller_source == "bearer")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+_SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"cache-control", b"no-store")]
+_LOOPBACK_CLIENTS = ("127.0.0.1", "::1", "localhost")
 
 
-def serve_http(server: MCPServer[Any], state: AppState, transport: Transport, host: str, port: int) -> None:
-    """Run the HTTP app with uvicorn (logs to stderr, no access log of request lines with tokens)."""
-    app = build_http_app(server, state, transport, host)
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_level=state.settings.log_level.lower(),
-        limit_concurrency=256,
-        timeout_graceful_shutdown=10,
-        server_header=False,
+class Front:
+    """The outermost layer: keeps `AppState` open for the app's lifetime (uvicorn's lifespan), answers
+    `/healthz`, `/readyz` and `/metrics` (no bearer token needed), gives each request an id, adds
+    `X-Content-Type-Options: nosniff` and `Cache-Control: no-store` to every response, and ends an
+    MCP request still running after `request_timeout_seconds` (504 if nothing was sent yet).
+
+    `/metrics` answers loopback clients only, unless `MACROSLOW_METRICS_PUBLIC=true`."""
+
+    def __init__(self, app: ASGIApp, state: AppState, paths: tuple[str, ...]) -> None:
+        self.app = app
+        self.state = state
+        self.paths = paths
+        self.timeout = state.settings.request_timeout_seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(scope, receive, send)
+            return
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path, method = scope["path"], scope["method"]
+        if method in ("GET", "HEAD") and path in ("/healthz", "/readyz", "/metrics"):
+            await self._observe(path, scope, send)
+            return
+        given = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), "")
+        rid = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        started = False
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                kept = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"cache-control"]
+                message = {**message, "headers": [*kept, *_SECURITY_HEADERS, (b"x-request-id", rid.encode())]}
+            await send(message)
+
+        token = request_id.set(rid)
+        try:
+            if method != "POST" or path not in self.paths:
+                await self.app(scope, receive, send_with_headers)
+                return
+            with anyio.move_on_after(self.timeout) as timer:
+                await self.app(scope, receive, send_with_headers)
+            if timer.cancelled_caught:
+                log.warning(
+                    "request %s ended after %.0f s (MACROSLOW_REQUEST_TIMEOUT_SECONDS)", rid, self.timeout
+                )
+                if not started:
+                    body = {"error": "timeout", "error_description": f"request over {self.timeout:g} s"}
+                    await _respond(send, 504, body, [*_SECURITY_HEADERS, (b"x-request-id", rid.encode())])
+        finally:
+            request_id.reset(token)
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        stack = AsyncExitStack()
+        try:
+            await stack.enter_async_context(self.state.open())
+        except Exception as exc:
+            log.error("cannot start: %s", exc)
+            await receive()  # lifespan.startup
+            await send({"type": "lifespan.startup.failed", "message": str(exc)})
+            return
+        async with stack:
+            await self.app(scope, receive, send)
+
+    async def _observe(self, path: str, scope: Scope, send: Send) -> None:
+        headers = list(_SECURITY_HEADERS)
+        if path == "/healthz":
+            await _respond(send, 200, {"status": "ok"}, headers)
+        elif path == "/readyz":
+            try:
+                with anyio.fail_after(5):
+                    reason = await anyio.to_thread.run_sync(self.state.check_ready, abandon_on_cancel=True)
+            except TimeoutError:
+                reason = "database_timeout"
+            if reason is None:
+                await _respond(send, 200, {"status": "ready"}, headers)
+            else:
+                await _respond(send, 503, {"status": "unavailable", "reason": reason}, headers)
+        else:
+            client = scope.get("client")
+            if not self.state.settings.metrics_public and (not client or client[0] not in _LOOPBACK_CLIENTS):
+                body = {"error": "forbidden", "error_description": "metrics are served to loopback only"}
+                await _respond(send, 403, body, headers)
+                return
+            data, content_type = metrics.render()
+            base = [(b"content-type", content_type.encode()), (b"content-length", str(len(data)).encode())]
+            await send({"type": "http.response.start", "status": 200, "headers": base + headers})
+            await send({"type": "http.response.body", "body": data})
+
+
+def _transport_security(state: AppState, host: str) -> TransportSecuritySettings | None:
+    """The SDK's Host/Origin checks (on for loopback binds), with the configured CORS origins allowed."""
+    if host not in _LOOPBACK_CLIENTS:
+        return None
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=["127.0.0.1:*", "localhost:*", "[::1]:*"],
+        allowed_origins=[
+            "http://127.0.0.1:*",
+            "http://localhost:*",
+            "http://[::1]:*",
+            *state.settings.cors_origins,
+        ],
     )
-    uvicorn.Server(config).run()
+
+
+def build_http_app(server: MCPServer[Any], state: AppState, transport: Transport, host: str) -> ASGIApp:
+    """Streamable HTTP is stateless (no session held in a process), so any replica answers any request."""
+    limit = state.settings.max_request_bytes
+    security = _transport_security(state, host)
+    if transport == "streamable-http":
+        app: ASGIApp = server.streamable_http_app(
+            max_request_body_size=limit, host=host, stateless_http=True, transport_security=security
+        )
+    else:
+        app = server.sse_app(max_request_body_size=limit, host=host, transport_security=security)
+    app = ScopeGate(app, state, MESSAGE_PATHS[transport], check_scopes=state.caller_source == "bearer")
+    if state.settings.cors_origins:
+        app = CORSMiddleware(
+            app,
+            allow_origins=state.settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["authorization", "content-type", "mcp-protocol-version", "mcp-session-id"],
+            expose_headers=["mcp-session-id", "www-authenticate"],
+        )
+    return Front(app, state, MESSAGE_PATHS[transport])
+
+
+def worker_app() -> ASGIApp:
+    """The app one uvicorn worker runs (`serve --workers N`): built from the environment the parent
+    set (`MACROSLOW_*` settings, plus the transport, caller source and host of the `serve` call)."""
+    from mcp_server.server import build_server
+    from mcp_server.settings import Settings
+
+    settings = Settings()
+    configure_logs(settings.log_format, settings.log_level.upper())
+    transport: Transport = "sse" if os.environ.get(WORKER_TRANSPORT) == "sse" else "streamable-http"
+    source: CallerSource = "local" if os.environ.get(WORKER_SOURCE) == "local" else "bearer"
+    server = build_server(settings, caller_source=source)
+    return build_http_app(server, server.state, transport, os.environ.get(WORKER_HOST, settings.host))  # type: ignore[attr-defined]
+
+
+WORKER_TRANSPORT, WORKER_SOURCE, WORKER_HOST = (
+    "MACROSLOW_SERVE_TRANSPORT",
+    "MACROSLOW_SERVE_CALLER_SOURCE",
+    "MACROSLOW_SERVE_HOST",
+)
+
+
+def serve_http(
+    server: MCPServer[Any], state: AppState, transport: Transport, host: str, port: int, workers: int = 1
+) -> None:
+    """Run the HTTP app with uvicorn (logs to stderr through the root logger; no access log).
+
+    With `workers` > 1, uvicorn starts that many processes, each building its own server from the
+    environment (`worker_app`) and sharing the database; metrics then use a multi-process directory."""
+    common: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_level": state.settings.log_level.lower(),
+        "log_config": None,
+        "access_log": False,
+        "limit_concurrency": 256,
+        "timeout_graceful_shutdown": 10,
+        "server_header": False,
+    }
+    if workers <= 1:
+        uvicorn.Server(uvicorn.Config(build_http_app(server, state, transport, host), **common)).run()
+        return
+    os.environ[WORKER_TRANSPORT] = transport
+    os.environ[WORKER_SOURCE] = state.caller_source
+    os.environ[WORKER_HOST] = host
+    made_dir = None
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        made_dir = tempfile.mkdtemp(prefix="macroslow-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = made_dir
+    try:
+        uvicorn.run("mcp_server.http_app:worker_app", factory=True, workers=workers, **common)
+    finally:
+        if made_dir is not None:
+            shutil.rmtree(made_dir, ignore_errors=True)

@@ -96,6 +96,19 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="Bind address for the HTTP transports.")
     port: int = Field(default=8000, ge=1, le=65535)
 
+    # -- serving many (see docs/deploy.md) ---------------------------------------------------------
+    log_format: Literal["text", "json"] = Field(default="text", description="json: one object per line.")
+    workers: int = Field(default=1, ge=1, le=64, description="HTTP worker processes (uvicorn workers).")
+    metrics_public: bool = Field(
+        default=False, description="Serve /metrics to any client; default only to loopback clients."
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Browser origins allowed by CORS; default none (CORS off)."
+    )
+    request_timeout_seconds: float = Field(
+        default=300.0, gt=0, description="An HTTP MCP request still running after this is ended (504)."
+    )
+
     # -- who is calling ------------------------------------------------------------------------
     resource_url: str = Field(
         default="http://127.0.0.1:8000/mcp",
@@ -259,7 +272,7 @@ class Settings(BaseSettings):
         default="none", description="Store redacted arguments in receipts (default: digests only)."
     )
 
-    @field_validator("local_scopes", "tools", "llm_models", mode="before")
+    @field_validator("local_scopes", "tools", "llm_models", "cors_origins", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
         return _words(value)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Literal
 import anyio.to_thread
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp_types import CallToolResult
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from mcp_server.auth.principal import Principal
 from mcp_server.auth.tokens import PrincipalAccessToken, TokenAuthority
@@ -204,6 +204,19 @@ class AppState:
             attestation=canonical_json(record.attestation).decode() if record.attestation else None,
         )
         await anyio.to_thread.run_sync(self.ledger.append, draft)
+
+    def check_ready(self) -> str | None:
+        """None when ready to serve (open, keys loaded, the database answers a cheap query), else
+        the reason (`not_started`, `database_unavailable`). Blocking: call it from a thread."""
+        engine = self._engine
+        if engine is None or self._keys is None or self._ledger is None:
+            return "not_started"
+        try:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception:
+            return "database_unavailable"
+        return None
 
     @asynccontextmanager
     async def open(self) -> AsyncIterator[AppState]:

@@ -209,6 +209,9 @@ class Ledger:
         the next one to go writes all of them in one transaction (one lock of the head, one commit),
         then each gets its own receipt back. A failed transaction fails every call in it.
         """
+        from mcp_server.metrics import LEDGER_APPEND
+
+        started = time.perf_counter()
         item = _Pending(draft)
         with self._cond:
             self._queue.append(item)
@@ -225,6 +228,7 @@ class Ledger:
                     self._cond.acquire()
                     self._writing = False
                     self._cond.notify_all()
+        LEDGER_APPEND.observe(time.perf_counter() - started)
         if item.error is not None:
             raise item.error
         assert item.receipt is not None

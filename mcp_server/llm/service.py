@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio.to_thread
 from sqlalchemy import Engine
 
+from mcp_server import metrics
 from mcp_server.auth.principal import Principal
 from mcp_server.db import transaction
 from mcp_server.errors import BackendUnavailable, MacroslowError
@@ -99,9 +100,11 @@ class LlmService:
         found = await self._db(self._lookup_or_reserve, cache_key, key, request.reservation())
         if isinstance(found, Completion):
             value = validate_answer(found.text, output_schema) if output_schema is not None else None
+            metrics.LLM_CACHE_HITS.inc()
             return Answer(found, value, cached=True)
         completion = await self._call(request, found)
         used = completion.usage.total_tokens if completion.usage_reported else found.tokens
+        metrics.LLM_TOKENS.inc(max(used, 0))
         try:
             value = validate_answer(completion.text, output_schema) if output_schema is not None else None
         except MacroslowError:

@@ -57,6 +57,9 @@ class Decision:
 
 def record_denial(principal: Principal | None, operation: str, exc: MacroslowError) -> None:
     """One structured line per denial (the receipts ledger will also record it)."""
+    from mcp_server import metrics
+
+    metrics.DENIALS.labels(metrics.label(exc.code)).inc()
     entry: dict[str, object] = {"event": "denied", "operation": operation, "code": exc.code}
     entry["reason"] = exc.message
     if principal is not None:

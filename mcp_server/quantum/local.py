@@ -34,6 +34,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from mcp_server.errors import BackendUnavailable, RateLimited, RequestTooLarge
+from mcp_server.metrics import QUANTUM_QUEUE
 from mcp_server.quantum.backends import Outcome, Submission
 
 log = logging.getLogger(__name__)
@@ -263,10 +264,12 @@ class LocalSimulator:
                     retry_after=5.0,
                 )
             self._waiting += 1
+            QUANTUM_QUEUE.inc()
 
     def withdraw(self) -> None:
         with self._lock:
             self._waiting -= 1
+            QUANTUM_QUEUE.dec()
 
     def run(
         self,
@@ -284,6 +287,7 @@ class LocalSimulator:
         finally:
             with self._lock:
                 self._waiting -= 1
+                QUANTUM_QUEUE.dec()
         try:
             if handle.cancelled is not None:
                 raise Cancelled(handle.cancelled)

@@ -106,3 +106,35 @@ def test_sigkill_mid_job_leaves_an_interrupted_record(tmp_path: Path) -> None:
             proc.wait(timeout=20)
     assert stopped["status"] == "interrupted" and stopped["counts"] is None
     assert kept["status"] == "succeeded" and kept["counts"] == done["counts"]
+
+
+def test_sigterm_stops_cleanly_and_records_running_jobs_as_interrupted(tmp_path: Path) -> None:
+    """Graceful shutdown: the server exits on SIGTERM, its running job is recorded interrupted at
+    once (no heartbeat wait), and the ledger it leaves verifies."""
+    home = tmp_path / "home"
+    port = _free_port()
+    with open(tmp_path / "server.log", "wb") as log:
+        proc = serve(home, port, log)
+        try:
+            done, job_id = anyio.run(start_jobs, port)
+        finally:
+            proc.terminate()
+            # uvicorn shuts down, then re-raises the signal, so the exit status says SIGTERM.
+            assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
+    from mcp_server.db import open_engine
+    from mcp_server.home import open_keys
+    from mcp_server.ledger.store import Ledger
+    from mcp_server.quantum.store import JobStore
+    from mcp_server.settings import Settings
+
+    settings = Settings(home=home, _env_file=None)  # type: ignore[call-arg]
+    engine = open_engine(settings.database)
+    try:
+        stopped = JobStore(engine).get(job_id)
+        kept = JobStore(engine).get(done["job_id"])
+        report = Ledger(engine, open_keys(settings)).verify()
+    finally:
+        engine.dispose()
+    # Read straight from the database: only the server's own shutdown can have written this.
+    assert stopped.status.value == "interrupted" and kept.status.value == "succeeded"
+    assert report.ok, report.problems

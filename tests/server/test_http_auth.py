@@ -85,7 +85,8 @@ def test_missing_scope_gets_403_naming_the_scope(server: str, tmp_path: Path) ->
     token = mint(tmp_path / "home", sub="reader", scope="maml:read")
     init = post(server, INITIALIZE, token)
     assert init.status_code == 200
-    session = {"mcp-session-id": init.headers["mcp-session-id"], "mcp-protocol-version": "2025-06-18"}
+    assert "mcp-session-id" not in init.headers  # stateless: any replica answers the next request
+    session = {"mcp-protocol-version": "2025-06-18"}
     refused = post(server, call("sign_maml", {"document": example_workflow()}), token, **session)
     assert refused.status_code == 403
     challenge = refused.headers["www-authenticate"]
