@@ -196,7 +196,7 @@ async def test_a_retry_after_longer_than_allowed_is_not_waited(llm_settings: Mak
         result = await ask(client, prompt="later")
     err = error(result)
     assert err["code"] == "rate_limited" and err["details"]["retry_after"] == 120
-    assert len(fake.requests) == 1 and time.monotonic() - t0 < 2
+    assert len(fake.requests) == 1 and time.monotonic() - t0 < 30  # far from the 120 s asked for
 
 
 async def test_500_is_backend_unavailable_after_bounded_retries(llm_settings: Make, fake: FakeOpenAI) -> None:
@@ -236,14 +236,14 @@ async def test_a_refused_connection_is_retried_then_backend_unavailable(llm_sett
 
 
 async def test_a_timeout_is_bounded(llm_settings: Make, fake: FakeOpenAI) -> None:
-    fake.script.append(Fault(delay=3.0))
+    fake.script.append(Fault(delay=6.0))
     async with Client(build_server(llm_settings(llm_timeout_seconds=0.5))) as client:
         t0 = time.monotonic()
         result = await ask(client, prompt="slow")
         elapsed = time.monotonic() - t0
     err = error(result)
     assert err["code"] == "backend_unavailable" and "in time" in err["message"]
-    assert elapsed < 2.0 and len(fake.requests) == 1  # not retried
+    assert elapsed < 5.0 and len(fake.requests) == 1  # the 0.5 s timeout, not the 6 s delay; not retried
 
 
 async def test_upstream_refusals_are_mapped(llm_settings: Make, fake: FakeOpenAI) -> None:

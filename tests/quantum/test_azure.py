@@ -436,7 +436,7 @@ def test_429_with_retry_after_is_not_retried_inside_the_sdk(fake: AzureQuantumFa
     fake.fail("job.get", 429, retry_after=17)
     started = time.monotonic()
     error = raises(RateLimited, backend.status, remote_id)
-    assert time.monotonic() - started < 5  # azure-core would have slept 17 s and retried
+    assert time.monotonic() - started < 12  # azure-core would have slept 17 s and retried
     assert error.retry_after == 17
     assert error.details["retry_after"] == 17 and error.details["azure_code"] == "TooManyRequests"
     assert [r.route for r in fake.requests] == ["job.get"]
@@ -458,7 +458,8 @@ def test_5xx_keeps_the_azure_code(fake: AzureQuantumFake, tmp_path: Path, status
     fake.fail("job.get", status, code=code, message="upstream says: internal detail")
     started = time.monotonic()
     error = raises(BackendUnavailable, backend.status, remote_id)
-    assert time.monotonic() - started < 5
+    # The request counts below show the retry bound; the time only that no SDK backoff (minutes) ran.
+    assert time.monotonic() - started < 15
     assert error.message == f"Azure Quantum is unavailable ({status})"
     assert error.details == {"azure_job_id": remote_id, "status": status, "azure_code": code}
     assert "internal detail" not in text_of(error)
@@ -485,7 +486,7 @@ def test_timeout_is_bounded(fake: AzureQuantumFake, tmp_path: Path, route: str) 
     started = time.monotonic()
     error = raises(BackendUnavailable, backend.status, remote_id)
     elapsed = time.monotonic() - started
-    assert elapsed < 3, elapsed  # one 0.5 s read timeout (no retry of a read timeout) and overheads
+    assert elapsed < 15, elapsed  # one 0.5 s read timeout, not the 30 s delay (nor azure-core's 300 s)
     assert error.message == "Azure Quantum did not answer within 0.5 s"
     run(backend.aclose)
 
@@ -503,7 +504,7 @@ def test_arm_lookup_is_bounded(fake: AzureQuantumFake, tmp_path: Path, fault: st
     )
     started = time.monotonic()
     error = raises(BackendUnavailable, backend.submit, submission())
-    assert time.monotonic() - started < 4
+    assert time.monotonic() - started < 15  # not the 30 s delay
     routes = [r.route for r in fake.requests]
     if fault == "503":
         assert error.details["status"] == 503
@@ -520,7 +521,7 @@ def test_connection_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     backend = AzureQuantumBackend.from_settings(settings(tmp_path, **overrides))
     started = time.monotonic()
     error = raises(BackendUnavailable, backend.submit, submission())
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 20  # azure-core's default: 10 retries with backoff
     assert "Azure Quantum" in error.message
 
 
