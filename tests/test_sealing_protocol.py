@@ -12,11 +12,11 @@ import pytest
 from mcp.client import Client
 
 from mcp_server import sealing
-from mcp_server.cli import main
 from mcp_server.home import example_workflow, open_kem_keys, open_keys
 from mcp_server.server import build_server
 from mcp_server.settings import Settings
 from mcp_server.signing import sign_document
+from tests.test_cli import run
 
 pytestmark = pytest.mark.anyio
 
@@ -139,23 +139,16 @@ async def test_tool_errors(make_settings: Callable[..., Settings]) -> None:
 # -- CLI ------------------------------------------------------------------------------------------
 
 
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(list(argv))
-    out, err = capsys.readouterr()
-    return int(info.value.code or 0), out, err
-
-
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A home for the CLI, as tests/test_cli.py makes one, with a key passphrase."""
     for name in list(os.environ):
         if name.startswith("MACROSLOW_"):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
-    h = tmp_path / "home"
-    monkeypatch.setenv("MACROSLOW_HOME", str(h))
+    monkeypatch.setenv("MACROSLOW_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("MACROSLOW_KEY_PASSPHRASE", "cli passphrase")
-    return h
+    return tmp_path / "home"
 
 
 def test_cli_generate_export_import_seal_open(

@@ -27,7 +27,6 @@ import functools
 import hashlib
 import os
 import re
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric.mlkem import MLKEM768PrivateKey, 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from mcp_server.crypto.keys import _write_new, check_key_id
+from mcp_server.crypto.keys import _write_new, check_key_id, read_private_key_file
 from mcp_server.errors import InvalidDocument, KeyStoreError, NotFound
 
 ALGORITHM = "ML-KEM-768+X25519"
@@ -230,17 +229,10 @@ class KemKeyStore:
     def private_key(self, key_id: str) -> PrivateKey:
         if key_id in self._private_cache:
             return self._private_cache[key_id]
-        path = self._private_file(key_id)
-        try:
-            st = path.stat()
-        except FileNotFoundError:
-            raise NotFound(f"no private KEM key {key_id} in {self.path}") from None
-        if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise KeyStoreError(
-                f"private key file {path} is accessible by others (mode {stat.S_IMODE(st.st_mode):04o}); "
-                "run chmod 600 on it"
-            )
-        key = load_private_pem(path.read_bytes(), self._passphrase, key_id)
+        data = read_private_key_file(
+            self._private_file(key_id), f"no private KEM key {key_id} in {self.path}"
+        )
+        key = load_private_pem(data, self._passphrase, key_id)
         if key.public_key().key_id != key_id:
             raise KeyStoreError(f"KEM key file {key_id} holds a different key")
         self._private_cache[key_id] = key

@@ -64,6 +64,21 @@ def public_pem(key: PublicKey) -> bytes:
     return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
+def read_private_key_file(path: Path, missing: str) -> bytes:
+    """A private key file's bytes; `NotFound(missing)` when absent, `KeyStoreError` when other users
+    may read or write it (signing and recipient keys alike)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise NotFound(missing) from None
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyStoreError(
+            f"private key file {path} is accessible by others (mode {stat.S_IMODE(st.st_mode):04o}); "
+            "run chmod 600 on it"
+        )
+    return path.read_bytes()
+
+
 @dataclass(frozen=True)
 class KeyInfo:
     key_id: str
@@ -188,17 +203,7 @@ class KeyStore:
     def private_key(self, key_id: str) -> PrivateKey:
         if key_id in self._private_cache:
             return self._private_cache[key_id]
-        path = self._private_file(key_id)
-        try:
-            st = path.stat()
-        except FileNotFoundError:
-            raise NotFound(f"no private key {key_id} in {self.path}") from None
-        if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise KeyStoreError(
-                f"private key file {path} is accessible by others (mode {stat.S_IMODE(st.st_mode):04o}); "
-                "run chmod 600 on it"
-            )
-        data = path.read_bytes()
+        data = read_private_key_file(self._private_file(key_id), f"no private key {key_id} in {self.path}")
         encrypted = b"ENCRYPTED PRIVATE KEY" in data
         if encrypted and self._passphrase is None:
             raise KeyStoreError(f"private key {key_id} is encrypted; set MACROSLOW_KEY_PASSPHRASE")
