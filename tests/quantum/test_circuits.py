@@ -14,7 +14,7 @@ import pytest
 from mcp_server.errors import InvalidDocument, RequestTooLarge
 from mcp_server.maml.model import MamlDocument
 from mcp_server.maml.parser import parse
-from mcp_server.quantum import circuits
+from mcp_server.quantum import qasm_guard
 from mcp_server.quantum.circuits import CIRCUIT_LANGUAGES, Circuit, load_document, load_text, looks_like_maml
 
 BELL2 = """OPENQASM 2.0;
@@ -330,7 +330,7 @@ def test_no_include_file_is_read_even_past_the_check(tmp_path: Path, monkeypatch
     monkeypatch.chdir(tmp_path)  # qiskit's default include path is "."
     text = 'OPENQASM 2.0;\ninclude "evil.inc";\nqreg q[1];\nevil q[0];\n'
     assert invalid(lambda: load_text(text)).line == 2
-    monkeypatch.setattr(circuits, "_check_include", lambda *args: None)
+    monkeypatch.setattr(qasm_guard, "_check_include", lambda *args: None)
     error = invalid(lambda: load_text(text))
     assert "unable to find" in error.message
     assert error.line == 2
