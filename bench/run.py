@@ -49,7 +49,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import anyio
 from mcp.client import Client
@@ -380,26 +380,38 @@ async def bench_cold_start(home: Path, errlog: TextIO) -> bool:
 
 async def bench_guard(fx: Fixture) -> bool:
     from mcp_server.auth.local_issuer import mint
-    from mcp_server.state import AppState
+    from mcp_server.policy.guard import Decision
+    from mcp_server.policy.operations import OPERATIONS
 
     token = mint(fx.settings, sub="bench", scopes=["maml:read"], ttl=3600)
     with_token = fx.settings.model_copy(update={"token": SecretStr(token)})
     on, off = build_server(fx.settings), build_server(fx.settings)
+    local, bearer = build_server(fx.settings), build_server(with_token)
 
-    async def no_policy(operation: str, **_: object) -> None:
-        return None
+    async def admit_all(principal: object, name: str) -> object:
+        return OPERATIONS[name]
 
-    off.state.guard = no_policy  # type: ignore[attr-defined]
-    local, bearer = AppState(fx.settings), AppState(with_token)
+    def decide_all(principal: object, operation: object, **_: object) -> object:
+        return Decision(principal, operation)  # type: ignore[arg-type]
+
+    def identify_and_guard(server: Any, services: Any) -> Callable[[], Awaitable[object]]:
+        async def run() -> object:
+            return await services.guard.guard(await server.admission.identify(), "verify_maml")
+
+        return run
+
     async with (
-        local.open(),
-        bearer.open(),
+        local.host.open() as local_services,
+        bearer.host.open() as bearer_services,
         Client(on) as client_on,
         Client(off) as client_off,
     ):
+        off_guard = off.host.current().guard
+        off_guard.admit = admit_all  # type: ignore[method-assign]
+        off_guard.decide = decide_all  # type: ignore[method-assign]
         samplers = {
-            "guard local": async_sampler(lambda: local.guard("verify_maml")),
-            "guard token": async_sampler(lambda: bearer.guard("verify_maml")),
+            "guard local": async_sampler(identify_and_guard(local, local_services)),
+            "guard token": async_sampler(identify_and_guard(bearer, bearer_services)),
             "policy on": await tool_sampler(client_on, VERIFY, fx.signed),
             "policy off": await tool_sampler(client_off, VERIFY, fx.signed),
         }

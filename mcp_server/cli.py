@@ -306,10 +306,10 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from mcp_server.admission import CallerSource
     from mcp_server.auth.tokens import ConfigurationError
     from mcp_server.logs import configure
     from mcp_server.server import build_server
-    from mcp_server.state import CallerSource
 
     settings = _settings(args)
     configure(settings.log_format, logging.DEBUG if args.verbose else settings.log_level.upper())
@@ -341,7 +341,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         os.environ["MACROSLOW_READ_ONLY"] = "true" if settings.read_only else "false"
         if settings.tools is not None:
             os.environ["MACROSLOW_TOOLS"] = " ".join(settings.tools)
-    serve_http(server, server.state, args.transport, host, port, workers)  # type: ignore[attr-defined]
+    serve_http(server, args.transport, host, port, workers)
     return EXIT_OK
 
 
@@ -370,7 +370,7 @@ def _ledger(args: argparse.Namespace) -> Any:
 
 
 def cmd_receipts_list(args: argparse.Namespace) -> int:
-    from tools.list_receipts import entry
+    from mcp_server.views import ReceiptEntry
 
     page = _ledger(args).page(
         principal=args.principal,
@@ -381,7 +381,7 @@ def cmd_receipts_list(args: argparse.Namespace) -> int:
         limit=args.limit,
         cursor=args.cursor,
     )
-    rows = [entry(r, h) for r, h in page.receipts]
+    rows = [ReceiptEntry.from_receipt(r, h) for r, h in page.receipts]
     if args.json:
         data = {"receipts": [r.model_dump() for r in rows], "next_cursor": page.next_cursor}
         print(json.dumps(data, indent=2))

@@ -15,6 +15,7 @@ from typing import Any
 
 import anyio
 
+from mcp_server.adapters.results import error_of
 from mcp_server.home import EXAMPLE_NAME, initialize
 from mcp_server.settings import Settings
 
@@ -220,7 +221,7 @@ async def _drive(home: Path, steps: list[Step], log_file: Any) -> None:
 
         async def reader_sign() -> str:
             r = await client.call_tool("sign_maml", {"document": example})
-            error = (r.structured_content or {}).get("error", {})
+            error = error_of(r) or {}
             _expect(r.is_error and error.get("code") == "forbidden", f"sign_maml was not refused: {error}")
             return f"refused: {error['message']}"
 

@@ -13,7 +13,13 @@ backend (`raise ... from exc`); nothing else leaks out of `mcp_server`.
     ├── Unauthenticated                 unauthenticated      no or bad credentials
     ├── Forbidden                       forbidden            credentials fine, permission missing
     ├── RateLimited                     rate_limited         quota or budget spent; carries `retry_after`
-    └── BackendUnavailable              backend_unavailable  a backend (database, simulator, upstream) failed
+    ├── BackendUnavailable              backend_unavailable  a backend (database, simulator, upstream) failed
+    └── InternalError                   internal_error       a failure the server did not anticipate (a bug);
+                                                             the details stay in the server's log
+
+How callers see them: a tool error result (`mcp_server.adapters.results`) carries the code, message
+and details in its text and under `_meta["macroslow-mcp/error"]`; a resource read answers with a
+JSON-RPC error whose `data` is the same dict; the CLI prints `<code>: <message>` on stderr.
 
 Messages are written for the caller to act on. They never carry keys, tokens, stack traces or raw
 upstream text.
@@ -108,6 +114,10 @@ class RateLimited(MacroslowError):
 
 class BackendUnavailable(MacroslowError):
     code = "backend_unavailable"
+
+
+class InternalError(MacroslowError):
+    code = "internal_error"
 
 
 def rebuild(data: dict[str, Any], *, prefix: str = "") -> MacroslowError:

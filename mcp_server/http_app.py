@@ -10,7 +10,11 @@ In front of it, `ScopeGate`:
   answers 403 with `WWW-Authenticate: Bearer error="insufficient_scope", scope="<scope>"`, so a client
   can ask its authorization server for that scope (step-up). The decision is `Policy.check`, the same
   one the tool's guard makes again; requests it cannot judge (no or bad token, unknown tool, not
-  JSON) go on to the SDK, which answers them.
+  JSON) go on to the SDK, which answers them. A tool call refused here leaves the same receipt,
+  audit line and metric as one the tool adapter refuses (`ToolRunner.refused_at_the_door`).
+
+Not receipted: requests without a valid token (401; an anonymous flood must not grow the ledger)
+and bodies over the size cap (413; never parsed, so no tool is known).
 """
 
 from __future__ import annotations
@@ -23,23 +27,25 @@ import shutil
 import tempfile
 import uuid
 from contextlib import AsyncExitStack
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import anyio.to_thread
 import uvicorn
 from mcp.server.auth.routes import build_resource_metadata_url
-from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcp_server import metrics
+from mcp_server.admission import Admission, CallerSource
 from mcp_server.errors import Forbidden, MacroslowError
 from mcp_server.logs import configure as configure_logs
 from mcp_server.logs import request_id
 from mcp_server.policy.operations import operation_for_uri
-from mcp_server.state import AppState, CallerSource
+
+if TYPE_CHECKING:
+    from mcp_server.server import MacroslowServer
 
 Transport = Literal["streamable-http", "sse"]
 log = logging.getLogger(__name__)
@@ -53,30 +59,35 @@ async def _respond(send: Send, status: int, body: dict[str, Any], headers: list[
     await send({"type": "http.response.body", "body": data})
 
 
-def _operations(message: Any) -> list[str]:
-    """The policy operations a JSON-RPC message (or a list of them) asks for."""
-    found: list[str] = []
+def _operations(message: Any) -> list[tuple[str, dict[str, Any] | None]]:
+    """The policy operations a JSON-RPC message (or a list of them) asks for: (operation, the tool
+    call's arguments, or None for a resource read)."""
+    found: list[tuple[str, dict[str, Any] | None]] = []
     for item in message if isinstance(message, list) else [message]:
         if not isinstance(item, dict) or not isinstance(item.get("params"), dict):
             continue
         params = item["params"]
         if item.get("method") == "tools/call" and isinstance(params.get("name"), str):
-            found.append(params["name"])
+            arguments = params.get("arguments")
+            found.append((params["name"], arguments if isinstance(arguments, dict) else {}))
         elif item.get("method") == "resources/read" and isinstance(params.get("uri"), str):
             op = operation_for_uri(params["uri"])
             if op is not None:
-                found.append(op.name)
+                found.append((op.name, None))
     return found
 
 
 class ScopeGate:
-    def __init__(self, app: ASGIApp, state: AppState, paths: tuple[str, ...], check_scopes: bool) -> None:
+    def __init__(
+        self, app: ASGIApp, server: MacroslowServer, paths: tuple[str, ...], check_scopes: bool
+    ) -> None:
         self.app = app
-        self.state = state
+        self.admission = admission = server.admission
+        self.runner = server.runner
         self.paths = paths
         self.check_scopes = check_scopes
-        self.limit = state.settings.max_request_bytes
-        self.metadata_url = str(build_resource_metadata_url(state.settings.resource_url))  # type: ignore[arg-type]
+        self.limit = admission.settings.max_request_bytes
+        self.metadata_url = str(build_resource_metadata_url(admission.settings.resource_url))  # type: ignore[arg-type]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in self.paths:
@@ -130,16 +141,18 @@ class ScopeGate:
         if not operations:
             return False
         try:
-            principal = await self.state.authority.verify_async(authorization[7:].strip())
+            principal = await self.admission.authority.verify_async(authorization[7:].strip())
         except MacroslowError:
             return False  # the SDK's bearer check answers 401
-        for name in operations:
+        for name, arguments in operations:
             try:
-                self.state.policy.check(principal, name)
+                self.admission.policy.check(principal, name)
             except Forbidden as exc:
                 required = exc.details.get("required_scope")
                 if required is None:
                     continue  # not offered at all: the tool answers with a forbidden error
+                # refused here, not by the adapter: the same receipt (tools), audit line and metric
+                await self.runner.refused_at_the_door(name, arguments, principal, exc)
                 challenge = (
                     f'Bearer error="insufficient_scope", scope="{required}", '
                     f'error_description="{name} needs the scope {required}", '
@@ -168,11 +181,12 @@ class Front:
 
     `/metrics` answers loopback clients only, unless `MACROSLOW_METRICS_PUBLIC=true`."""
 
-    def __init__(self, app: ASGIApp, state: AppState, paths: tuple[str, ...]) -> None:
+    def __init__(self, app: ASGIApp, server: MacroslowServer, paths: tuple[str, ...]) -> None:
         self.app = app
-        self.state = state
+        self.host = server.host
+        self.settings = server.admission.settings
         self.paths = paths
-        self.timeout = state.settings.request_timeout_seconds
+        self.timeout = self.settings.request_timeout_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -217,7 +231,7 @@ class Front:
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         stack = AsyncExitStack()
         try:
-            await stack.enter_async_context(self.state.open())
+            await stack.enter_async_context(self.host.open())
         except Exception as exc:
             log.error("cannot start: %s", exc)
             await receive()  # lifespan.startup
@@ -233,7 +247,7 @@ class Front:
         elif path == "/readyz":
             try:
                 with anyio.fail_after(5):
-                    reason = await anyio.to_thread.run_sync(self.state.check_ready, abandon_on_cancel=True)
+                    reason = await anyio.to_thread.run_sync(self.host.check_ready, abandon_on_cancel=True)
             except TimeoutError:
                 reason = "database_timeout"
             if reason is None:
@@ -242,7 +256,7 @@ class Front:
                 await _respond(send, 503, {"status": "unavailable", "reason": reason}, headers)
         else:
             client = scope.get("client")
-            if not self.state.settings.metrics_public and (not client or client[0] not in _LOOPBACK_CLIENTS):
+            if not self.settings.metrics_public and (not client or client[0] not in _LOOPBACK_CLIENTS):
                 body = {"error": "forbidden", "error_description": "metrics are served to loopback only"}
                 await _respond(send, 403, body, headers)
                 return
@@ -252,7 +266,7 @@ class Front:
             await send({"type": "http.response.body", "body": data})
 
 
-def _transport_security(state: AppState, host: str) -> TransportSecuritySettings | None:
+def _transport_security(admission: Admission, host: str) -> TransportSecuritySettings | None:
     """The SDK's Host/Origin checks (on for loopback binds), with the configured CORS origins allowed."""
     if host not in _LOOPBACK_CLIENTS:
         return None
@@ -263,31 +277,33 @@ def _transport_security(state: AppState, host: str) -> TransportSecuritySettings
             "http://127.0.0.1:*",
             "http://localhost:*",
             "http://[::1]:*",
-            *state.settings.cors_origins,
+            *admission.settings.cors_origins,
         ],
     )
 
 
-def build_http_app(server: MCPServer[Any], state: AppState, transport: Transport, host: str) -> ASGIApp:
+def build_http_app(server: MacroslowServer, transport: Transport, host: str) -> ASGIApp:
     """Streamable HTTP is stateless (no session held in a process), so any replica answers any request."""
-    limit = state.settings.max_request_bytes
-    security = _transport_security(state, host)
+    admission = server.admission
+    settings = admission.settings
+    limit = settings.max_request_bytes
+    security = _transport_security(admission, host)
     if transport == "streamable-http":
         app: ASGIApp = server.streamable_http_app(
             max_request_body_size=limit, host=host, stateless_http=True, transport_security=security
         )
     else:
         app = server.sse_app(max_request_body_size=limit, host=host, transport_security=security)
-    app = ScopeGate(app, state, MESSAGE_PATHS[transport], check_scopes=state.caller_source == "bearer")
-    if state.settings.cors_origins:
+    app = ScopeGate(app, server, MESSAGE_PATHS[transport], check_scopes=admission.caller_source == "bearer")
+    if settings.cors_origins:
         app = CORSMiddleware(
             app,
-            allow_origins=state.settings.cors_origins,
+            allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["authorization", "content-type", "mcp-protocol-version", "mcp-session-id"],
             expose_headers=["mcp-session-id", "www-authenticate"],
         )
-    return Front(app, state, MESSAGE_PATHS[transport])
+    return Front(app, server, MESSAGE_PATHS[transport])
 
 
 def worker_app() -> ASGIApp:
@@ -301,7 +317,7 @@ def worker_app() -> ASGIApp:
     transport: Transport = "sse" if os.environ.get(WORKER_TRANSPORT) == "sse" else "streamable-http"
     source: CallerSource = "local" if os.environ.get(WORKER_SOURCE) == "local" else "bearer"
     server = build_server(settings, caller_source=source)
-    return build_http_app(server, server.state, transport, os.environ.get(WORKER_HOST, settings.host))  # type: ignore[attr-defined]
+    return build_http_app(server, transport, os.environ.get(WORKER_HOST, settings.host))
 
 
 WORKER_TRANSPORT, WORKER_SOURCE, WORKER_HOST = (
@@ -311,9 +327,7 @@ WORKER_TRANSPORT, WORKER_SOURCE, WORKER_HOST = (
 )
 
 
-def serve_http(
-    server: MCPServer[Any], state: AppState, transport: Transport, host: str, port: int, workers: int = 1
-) -> None:
+def serve_http(server: MacroslowServer, transport: Transport, host: str, port: int, workers: int = 1) -> None:
     """Run the HTTP app with uvicorn (logs to stderr through the root logger; no access log).
 
     With `workers` > 1, uvicorn starts that many processes, each building its own server from the
@@ -321,7 +335,7 @@ def serve_http(
     common: dict[str, Any] = {
         "host": host,
         "port": port,
-        "log_level": state.settings.log_level.lower(),
+        "log_level": server.admission.settings.log_level.lower(),
         "log_config": None,
         "access_log": False,
         "limit_concurrency": 256,
@@ -329,10 +343,10 @@ def serve_http(
         "server_header": False,
     }
     if workers <= 1:
-        uvicorn.Server(uvicorn.Config(build_http_app(server, state, transport, host), **common)).run()
+        uvicorn.Server(uvicorn.Config(build_http_app(server, transport, host), **common)).run()
         return
     os.environ[WORKER_TRANSPORT] = transport
-    os.environ[WORKER_SOURCE] = state.caller_source
+    os.environ[WORKER_SOURCE] = server.admission.caller_source
     os.environ[WORKER_HOST] = host
     made_dir = None
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -1,7 +1,7 @@
 """Every Prometheus metric the server exports, defined once; `render()` for `GET /metrics`.
 
-The seams that update them (one each): `adapters.tool_adapter` (calls, outcomes, latency),
-`policy.guard.record_denial` (denials), `ledger.store.Ledger.append` (append latency),
+The seams that update them (one each): `adapters.tools.observe` (calls, outcomes, latency),
+`calls.Call.refuse` (denials), `ledger.store.Ledger.append` (append latency),
 `quantum.local.LocalSimulator` (queue depth), `llm.service.LlmService.query` (tokens, cache hits).
 
 Several worker processes (`serve --workers N`) use prometheus-client's multi-process mode: set

@@ -13,9 +13,11 @@ from mcp.server.subscriptions import InMemorySubscriptionBus
 import resources
 import tools
 from mcp_server import __version__
+from mcp_server.adapters import ResourceRegistry, ToolRegistry, ToolRunner
+from mcp_server.admission import Admission, CallerSource
 from mcp_server.auth.tokens import SdkTokenVerifier
+from mcp_server.services import ServiceHost, Services
 from mcp_server.settings import Settings
-from mcp_server.state import AppState, CallerSource
 from mcp_server.visibility import ScopeVisibility
 
 INSTRUCTIONS = """\
@@ -28,14 +30,28 @@ key_error, not_found, unauthenticated, forbidden, rate_limited with retry_after,
 names the missing scope or document permission. Workflows you may read are at maml://workflows."""
 
 
+class MacroslowServer(MCPServer[Services]):
+    """The MCP server, with what the HTTP layer needs before the lifespan (`admission`), the host
+    that opens and closes the services (`host`) and the tool runner (`runner`)."""
+
+    admission: Admission
+    host: ServiceHost
+    runner: ToolRunner
+
+
 def build_server(
     settings: Settings | None = None, *, caller_source: CallerSource = "local"
-) -> MCPServer[AppState]:
+) -> MacroslowServer:
     """The server. `caller_source="bearer"` (the HTTP transports with authentication) makes every
     request carry a bearer token verified through the SDK's `TokenVerifier`; with "local" (stdio,
-    in-memory clients, HTTP with --no-auth) the caller is MACROSLOW_TOKEN's or the local principal."""
+    in-memory clients, HTTP with --no-auth) the caller is MACROSLOW_TOKEN's or the local principal.
+
+    Tools come from `tools/` (each declared with its operation), resources from `resources/`; the
+    adapters in `mcp_server.adapters` own every call. Nothing is opened until the lifespan runs."""
     settings = settings or Settings()
-    state = AppState(settings, caller_source=caller_source)
+    settings.home.mkdir(parents=True, exist_ok=True)
+    admission = Admission(settings, caller_source)
+    host = ServiceHost(settings, admission.policy)
     auth: dict[str, Any] = {}
     if caller_source == "bearer":
         auth = {
@@ -45,30 +61,34 @@ def build_server(
                 validate_token_resource=False,  # TokenAuthority checks `aud` itself
                 required_scopes=[],  # per-tool scopes: the policy layer and the HTTP scope gate
             ),
-            "token_verifier": SdkTokenVerifier(state.authority),
+            "token_verifier": SdkTokenVerifier(admission.authority),
         }
 
     @asynccontextmanager
-    async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
-        async with state.open() as opened:
-            yield opened
+    async def lifespan(_: MCPServer[Services]) -> AsyncIterator[Services]:
+        async with host.open() as services:
+            yield services
 
+    declared = ToolRegistry()
+    tools.register_all(declared)
+    runner = ToolRunner(admission, host)
     bus = InMemorySubscriptionBus()  # subscriptions/listen; jobs://<id> changes are published on it
-    server: MCPServer[AppState] = MCPServer(
+    server = MacroslowServer(
         settings.server_name,
         title="macroslow-mcp",
         version=__version__,
         instructions=INSTRUCTIONS,
+        tools=declared.build(runner),
         lifespan=lifespan,
         log_level=_level(settings.log_level),
-        middleware=[ScopeVisibility(state)],
+        middleware=[ScopeVisibility(admission)],
         subscriptions=bus,
         **auth,
     )
-    server.subscription_bus = bus  # type: ignore[attr-defined]
-    server.state = state  # type: ignore[attr-defined]  # for the HTTP app builder
-    tools.register_all(server, state)
-    resources.register_all(server, state)
+    server.admission = admission
+    server.host = host
+    server.runner = runner
+    resources.register_all(ResourceRegistry(server, admission, host, bus))
     return server
 
 

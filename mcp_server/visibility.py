@@ -11,10 +11,10 @@ from typing import Any
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from pydantic import BaseModel
 
+from mcp_server.admission import Admission
 from mcp_server.auth.principal import Principal
 from mcp_server.errors import MacroslowError
 from mcp_server.policy.operations import operation_for_uri
-from mcp_server.state import AppState
 
 
 def _uri_operation(uri: str) -> str:
@@ -49,8 +49,8 @@ _LISTS: dict[str, tuple[str, str, Callable[[Any], str]]] = {
 class ScopeVisibility:
     """`ServerMiddleware` filtering list results by the caller's scopes."""
 
-    def __init__(self, state: AppState) -> None:
-        self.state = state
+    def __init__(self, admission: Admission) -> None:
+        self.admission = admission
 
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         result = await call_next(ctx)
@@ -59,10 +59,10 @@ class ScopeVisibility:
             return result
         key, attribute, operation_of = listing
         try:
-            principal: Principal | None = await self.state.principal()
+            principal: Principal | None = await self.admission.identify()
         except MacroslowError:
             principal = None
-        policy = self.state.policy
+        policy = self.admission.policy
 
         def keep(items: list[Any]) -> list[Any]:
             if principal is None:

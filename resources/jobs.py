@@ -15,17 +15,17 @@ from typing import Any
 
 import anyio
 from mcp.server.context import ServerRequestContext
-from mcp.server.mcpserver import MCPServer
 from mcp.server.session import ServerSession
 from mcp.server.subscriptions import ResourceUpdated, SubscriptionBus
 from mcp_types import EmptyResult, SubscribeRequestParams, UnsubscribeRequestParams
 
-from mcp_server.adapters import resource_error
-from mcp_server.errors import MacroslowError
+from mcp_server.adapters import ResourceRegistry, resource_error
+from mcp_server.calls import Call
+from mcp_server.errors import InvalidDocument
 from mcp_server.quantum.store import Job
-from mcp_server.state import AppState
-from tools.run_quantum_circuit import QuantumJob
+from mcp_server.views import JobSummary, QuantumJob
 
+OPERATION = "jobs://"
 LISTED = 50
 log = logging.getLogger(__name__)
 
@@ -34,22 +34,17 @@ class JobSubscriptions:
     """Who asked (handshake-era `resources/subscribe`) to hear about which job, and the bus for
     `subscriptions/listen`; `announce(job)` tells both."""
 
-    def __init__(self, state: AppState, bus: SubscriptionBus | None) -> None:
-        self.state = state
+    def __init__(self, resources: ResourceRegistry, bus: SubscriptionBus | None) -> None:
+        self.resources = resources
         self.bus = bus
         # Cleared when the job ends, or when sending to a session fails (it closed).
         self.sessions: dict[str, set[ServerSession]] = {}
 
     async def subscribe(self, ctx: ServerRequestContext[Any], params: SubscribeRequestParams) -> EmptyResult:
         uri = str(params.uri)
-        try:
-            if not uri.startswith("jobs://") or uri == "jobs://":
-                from mcp_server.errors import InvalidDocument
-
-                raise InvalidDocument("only jobs://<id> can be subscribed to", field="uri")
-            await self.state.guard("jobs://")
-        except MacroslowError as exc:
-            raise resource_error(exc) from None
+        if not uri.startswith("jobs://") or uri == "jobs://":
+            raise resource_error(InvalidDocument("only jobs://<id> can be subscribed to", field="uri"))
+        await self.resources.admit(OPERATION, {"uri": uri})
         self.sessions.setdefault(uri, set()).add(ctx.session)
         return EmptyResult()
 
@@ -74,53 +69,34 @@ class JobSubscriptions:
             self.sessions.pop(uri, None)
 
 
-def register(server: MCPServer[Any], state: AppState) -> None:
-    subscriptions = JobSubscriptions(state, getattr(server, "subscription_bus", None))
-    state.job_listeners.append(subscriptions.announce)
+def register(resources: ResourceRegistry) -> None:
+    subscriptions = JobSubscriptions(resources, resources.bus)
+    resources.host.job_listeners.append(subscriptions.announce)
     # MCPServer has no public hook for these handshake-era methods; the low-level server takes them.
-    lowlevel = server._lowlevel_server
+    lowlevel = resources.server._lowlevel_server
     lowlevel.add_request_handler("resources/subscribe", SubscribeRequestParams, subscriptions.subscribe)
     lowlevel.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, subscriptions.unsubscribe)
 
-    @server.resource(
+    @resources.resource(
         "jobs://{id}",
+        operation=OPERATION,
         name="job",
         title="A quantum job",
         description="One of your quantum jobs as JSON: status, circuit summary, counts once it succeeded.",
         mime_type="application/json",
     )
-    async def read_job(id: str) -> str:
-        try:
-            decision = await state.guard("jobs://")
-            job = await state.jobs.get(decision.principal, id)
-        except MacroslowError as exc:
-            raise resource_error(exc) from None
+    async def read_job(call: Call, id: str) -> str:
+        job = await call.services.jobs.get(call.caller, id)
         return QuantumJob.from_job(job).model_dump_json(indent=2)
 
-    @server.resource(
+    @resources.resource(
         "jobs://",
+        operation=OPERATION,
         name="jobs",
         title="Your quantum jobs",
         description=f"Your {LISTED} most recent quantum jobs, newest first, as JSON summaries.",
         mime_type="application/json",
     )
-    async def list_jobs() -> str:
-        try:
-            decision = await state.guard("jobs://")
-            jobs = await state.jobs.list(decision.principal, LISTED)
-        except MacroslowError as exc:
-            raise resource_error(exc) from None
-        summaries = [
-            {
-                "job_id": j.id,
-                "status": j.status.value,
-                "backend": j.backend,
-                "target": j.target,
-                "qubits": j.qubits,
-                "shots": j.shots,
-                "created_at": QuantumJob.from_job(j).created_at,
-                "resource": f"jobs://{j.id}",
-            }
-            for j in jobs
-        ]
-        return json.dumps({"jobs": summaries}, indent=2)
+    async def list_jobs(call: Call) -> str:
+        jobs = await call.services.jobs.list(call.caller, LISTED)
+        return json.dumps({"jobs": [JobSummary.from_job(j).model_dump() for j in jobs]}, indent=2)

@@ -2,34 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import anyio.to_thread
-from mcp.server.mcpserver import MCPServer
 
-from mcp_server.adapters import resource_error
-from mcp_server.errors import Forbidden, MacroslowError
+from mcp_server.adapters import ResourceRegistry
+from mcp_server.calls import Call
+from mcp_server.errors import MacroslowError
 from mcp_server.ledger.receipts import render_mu
-from mcp_server.state import AppState
-from tools.list_receipts import AUDIT_SCOPE, visible_to
+from mcp_server.policy import access
 
 
-def register(server: MCPServer[Any], state: AppState) -> None:
-    @server.resource(
+def register(resources: ResourceRegistry) -> None:
+    @resources.resource(
         "receipts://{id}",
+        operation="receipts://",
         name="receipt",
         title="A receipt",
         description="One tool call's receipt as a .mu Markdown document (front matter, History).",
         mime_type="text/markdown",
     )
-    async def read_receipt(id: str) -> str:
+    async def read_receipt(call: Call, id: str) -> str:
+        ledger = call.services.ledger
+        receipt, leaf = await anyio.to_thread.run_sync(ledger.get, id)
         try:
-            decision = await state.guard("receipts://")
-            receipt, leaf = await anyio.to_thread.run_sync(state.ledger.get, id)
-            if not visible_to(decision.principal, receipt):
-                raise Forbidden(f"this receipt is another caller's; seeing it needs {AUDIT_SCOPE}")
-            checkpoint = await anyio.to_thread.run_sync(state.ledger.latest_checkpoint)
+            access.check_receipt(call.caller, receipt)
         except MacroslowError as exc:
-            raise resource_error(exc) from None
+            raise call.refuse(exc) from None
+        checkpoint = await anyio.to_thread.run_sync(ledger.latest_checkpoint)
         covering = checkpoint.summary() if checkpoint and checkpoint.size > receipt.seq else None
         return render_mu(receipt, leaf_hash=leaf, checkpoint=covering)

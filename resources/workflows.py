@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
 
-from mcp.server.mcpserver import MCPServer
 from pydantic import BaseModel
 
-from mcp_server.adapters import resource_error
+from mcp_server.adapters import ResourceRegistry
 from mcp_server.auth.principal import Principal
+from mcp_server.calls import Call
 from mcp_server.errors import MacroslowError
 from mcp_server.maml import parser
 from mcp_server.policy.operations import DocumentAction
+from mcp_server.services import Services
 from mcp_server.signing import inspect_signature
-from mcp_server.state import AppState
 
 log = logging.getLogger(__name__)
 OPERATION = "maml://workflows"
@@ -31,20 +30,20 @@ class WorkflowEntry(BaseModel):
     problems: list[str]
 
 
-def _entry(name: str, text: str, state: AppState, principal: Principal) -> WorkflowEntry | None:
+def _entry(name: str, text: str, services: Services, principal: Principal) -> WorkflowEntry | None:
     """The listing entry, or None when the document's permissions.read do not admit the caller.
 
     A document that does not parse has no permissions anyone can be admitted by: it is left out
     (and logged for the operator, who can run `macroslow-mcp validate` on it).
     """
     try:
-        doc = parser.parse(text, state.limits)
+        doc = parser.parse(text, services.limits)
     except MacroslowError as exc:
         log.warning("workflow %s is not listed: %s", name, exc)
         return None
-    if not state.policy.may(principal, DocumentAction.read, doc):
+    if not services.guard.policy.may(principal, DocumentAction.read, doc):
         return None
-    report = inspect_signature(text, state.keys, limits=state.limits)
+    report = inspect_signature(text, services.keys, limits=services.limits)
     if not report.signed:
         status = "unsigned"
     elif report.valid:
@@ -62,36 +61,31 @@ def _entry(name: str, text: str, state: AppState, principal: Principal) -> Workf
     )
 
 
-def register(server: MCPServer[Any], state: AppState) -> None:
-    @server.resource(
+def register(resources: ResourceRegistry) -> None:
+    @resources.resource(
         "maml://workflows",
+        operation=OPERATION,
         name="workflows",
         title="MAML workflows",
         description="The workflows you may read: id, type, title and signature status (JSON).",
         mime_type="application/json",
     )
-    async def list_workflows() -> str:
-        try:
-            decision = await state.guard(OPERATION)
-        except MacroslowError as exc:
-            raise resource_error(exc) from None
-        found = (_entry(wf.name, wf.text, state, decision.principal) for wf in state.workflows.files())
+    async def list_workflows(call: Call) -> str:
+        services = call.services
+        found = (_entry(wf.name, wf.text, services, call.caller) for wf in services.workflows.files())
         entries = [e.model_dump() for e in found if e is not None]
         return json.dumps({"workflows": entries}, indent=2, ensure_ascii=False)
 
-    @server.resource(
+    @resources.resource(
         "maml://workflows/{id}",
+        operation=OPERATION,
         name="workflow",
         title="A MAML workflow",
         description="One workflow document (.maml.md text), by document id (urn:uuid:...) or file name.",
         mime_type="text/markdown",
     )
-    async def read_workflow(id: str) -> str:
+    async def read_workflow(call: Call, id: str) -> str:
         """Needs maml:read, and the document's permissions.read must admit the caller."""
-        try:
-            await state.guard(OPERATION)  # scope and rate first: an unknown id reveals nothing
-            text = state.workflows.get(id).text
-            await state.guard(OPERATION, document=text)
-        except MacroslowError as exc:
-            raise resource_error(exc) from None
+        text = call.services.workflows.get(id).text  # after scope and rate: an unknown id reveals nothing
+        call.decide(document=text)
         return text

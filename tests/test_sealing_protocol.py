@@ -12,6 +12,7 @@ import pytest
 from mcp.client import Client
 
 from mcp_server import sealing
+from mcp_server.adapters import error_of
 from mcp_server.home import example_workflow, open_kem_keys, open_keys
 from mcp_server.server import build_server
 from mcp_server.settings import Settings
@@ -79,7 +80,7 @@ async def test_caller_without_read_gets_nothing_and_receipt_says_denied(
         result = await client.call_tool("decrypt_maml", {"sealed": sealed})
         rows = await receipts(client)
     assert result.is_error
-    error = result.structured_content["error"]
+    error = error_of(result)
     assert error["code"] == "forbidden" and "permissions.read" in error["message"]
     shown = json.dumps(result.model_dump(mode="json"))
     assert SECRET_WORD not in shown and "GHZ" not in shown and "qiskit" not in shown
@@ -96,7 +97,7 @@ async def test_encrypt_needs_read_on_the_document(make_settings: Callable[..., S
         result = await client.call_tool(
             "encrypt_maml", {"document": readable_only_by("alice"), "recipients": [kid]}
         )
-    assert result.is_error and result.structured_content["error"]["code"] == "forbidden"
+    assert result.is_error and error_of(result)["code"] == "forbidden"
 
 
 async def test_scopes_hide_and_refuse(make_settings: Callable[..., Settings]) -> None:
@@ -107,7 +108,7 @@ async def test_scopes_hide_and_refuse(make_settings: Callable[..., Settings]) ->
         assert "encrypt_maml" in names and "decrypt_maml" not in names
         enc = await client.call_tool("encrypt_maml", {"document": example_workflow(), "recipients": [kid]})
         dec = await client.call_tool("decrypt_maml", {"sealed": enc.structured_content["sealed"]})
-    assert dec.is_error and dec.structured_content["error"]["details"]["required_scope"] == "maml:decrypt"
+    assert dec.is_error and error_of(dec)["details"]["required_scope"] == "maml:decrypt"
 
 
 async def test_tool_errors(make_settings: Callable[..., Settings]) -> None:
@@ -119,7 +120,7 @@ async def test_tool_errors(make_settings: Callable[..., Settings]) -> None:
         async def code(tool: str, **args: Any) -> str:
             result = await client.call_tool(tool, args)
             assert result.is_error
-            return str(result.structured_content["error"]["code"])
+            return str(error_of(result)["code"])
 
         doc = example_workflow()
         assert await code("encrypt_maml", document=doc, recipients=[signing_kid]) == "key_error"

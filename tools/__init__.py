@@ -1,12 +1,12 @@
-"""MCP tool adapters: one module per tool, each with `register(server, state)`."""
+"""MCP tool adapters: one module per tool, each declaring its tool with `register(tools)`.
+
+A tool's name must have an operation in `mcp_server/policy/operations.py`; the adapter
+(`mcp_server.adapters.tools`) guards, validates, receipts and shapes every call.
+"""
 
 from __future__ import annotations
 
-from typing import Any
-
-from mcp.server.mcpserver import MCPServer
-
-from mcp_server.state import AppState
+from mcp_server.adapters import ToolRegistry
 from tools import (
     cancel_job,
     decrypt_maml,
@@ -32,6 +32,6 @@ MODULES = (
 )
 
 
-def register_all(server: MCPServer[Any], state: AppState) -> None:
+def register_all(tools: ToolRegistry) -> None:
     for module in MODULES:
-        module.register(server, state)
+        module.register(tools)

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
-from mcp.server.mcpserver import MCPServer
-from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field
 
 from mcp_server import sealing
-from mcp_server.adapters import tool_adapter
-from mcp_server.calls import current_call
-from mcp_server.errors import Forbidden, RequestTooLarge
-from mcp_server.policy.guard import record_denial
+from mcp_server.adapters import ToolRegistry
+from mcp_server.calls import Call
+from mcp_server.errors import RequestTooLarge
 from mcp_server.policy.operations import DocumentAction
-from mcp_server.signing import digest, inspect_signature
-from mcp_server.state import AppState
+from mcp_server.signing import inspect_signature
 
 
 class DecryptResult(BaseModel):
@@ -31,9 +27,10 @@ class DecryptResult(BaseModel):
     )
 
 
-def register(server: MCPServer[Any], state: AppState) -> None:
-    @tool_adapter(state)
+def register(tools: ToolRegistry) -> None:
+    @tools.tool(title="Open (decrypt) a sealed MAML document")
     async def decrypt_maml(
+        call: Call,
         sealed: Annotated[
             str, Field(description="A sealed document (format maml-sealed/1) from encrypt_maml.")
         ],
@@ -46,27 +43,15 @@ def register(server: MCPServer[Any], state: AppState) -> None:
         as verify_maml does; a document counts as authentic only when signature_valid and
         signature_trusted are both true.
         """
-        decision = await state.guard("decrypt_maml")
+        services = call.services
         try:
-            opened = sealing.open_sealed(sealed, state.kem_keys, limits=state.limits)
+            opened = sealing.open_sealed(sealed, services.kem_keys, limits=services.limits)
         except RequestTooLarge as exc:
-            record_denial(decision.principal, "decrypt_maml", exc)
-            raise state.deny(exc) from None
-        record = current_call.get()
-        if record is not None:
-            record.document_id = opened.parsed.id
-        if not state.policy.may(decision.principal, DocumentAction.read, opened.parsed):
-            refused = Forbidden(
-                f"the document's permissions.read do not admit {decision.principal.uri}",
-                operation="decrypt_maml",
-                document_id=opened.parsed.id,
-                permission="read",
-            )
-            record_denial(decision.principal, "decrypt_maml", refused)
-            raise state.deny(refused)
-        if record is not None:  # the content's digest only for a caller who may read it
-            record.document_digest = digest(opened.parsed.canonical)
-        report = inspect_signature(opened.document, state.keys, limits=state.limits)
+            raise call.refuse(exc) from None
+        call.note_document(opened.parsed, content=False)  # its digest only for a caller who may read it
+        call.check_permission(DocumentAction.read, opened.parsed)
+        call.note_document(opened.parsed)
+        report = inspect_signature(opened.document, services.keys, limits=services.limits)
         return DecryptResult(
             document=opened.document,
             document_id=opened.parsed.id,
@@ -77,11 +62,3 @@ def register(server: MCPServer[Any], state: AppState) -> None:
             signer_key_id=report.key_id,
             reasons=report.reasons if report.signed else [],
         )
-
-    server.add_tool(
-        decrypt_maml,
-        title="Open (decrypt) a sealed MAML document",
-        annotations=ToolAnnotations(
-            read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False
-        ),
-    )

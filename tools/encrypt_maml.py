@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
-from mcp.server.mcpserver import MCPServer
-from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field
 
 from mcp_server import sealing
-from mcp_server.adapters import tool_adapter
-from mcp_server.state import AppState
-from tools.validate_maml import DOCUMENT
+from mcp_server.adapters import ToolRegistry
+from mcp_server.adapters.arguments import DOCUMENT
+from mcp_server.calls import Call
 
 
 class EncryptResult(BaseModel):
@@ -24,9 +22,10 @@ class EncryptResult(BaseModel):
     key_wrap: str = sealing.KEY_WRAP
 
 
-def register(server: MCPServer[Any], state: AppState) -> None:
-    @tool_adapter(state)
+def register(tools: ToolRegistry) -> None:
+    @tools.tool(title="Seal (encrypt) a MAML document", document="document")
     async def encrypt_maml(
+        call: Call,
         document: DOCUMENT,
         recipients: Annotated[
             list[str],
@@ -45,18 +44,10 @@ def register(server: MCPServer[Any], state: AppState) -> None:
         Content: AES-256-GCM with a fresh random key and nonce; the key is wrapped for each recipient
         with ML-KEM-768 (FIPS 203) combined with X25519, so it stays safe if either one holds.
         """
-        decision = await state.guard("encrypt_maml", document=document)
-        assert decision.document is not None
-        publics = sealing.resolve_recipients(recipients, state.kem_keys, state.keys)
-        sealed = sealing.seal_bytes(document.encode("utf-8"), decision.document.id, publics)
+        assert call.document is not None
+        services = call.services
+        publics = sealing.resolve_recipients(recipients, services.kem_keys, services.keys)
+        sealed = sealing.seal_bytes(document.encode("utf-8"), call.document.id, publics)
         return EncryptResult(
             sealed=sealing.render(sealed), document_id=sealed.document_id, recipients=sealed.recipient_ids
         )
-
-    server.add_tool(
-        encrypt_maml,
-        title="Seal (encrypt) a MAML document",
-        annotations=ToolAnnotations(
-            read_only_hint=True, destructive_hint=False, idempotent_hint=False, open_world_hint=False
-        ),
-    )

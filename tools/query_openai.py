@@ -4,18 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from mcp.server.mcpserver import MCPServer
-from mcp_types import ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field
 
-from mcp_server.adapters import tool_adapter
-from mcp_server.calls import current_call
-from mcp_server.errors import InvalidDocument
+from mcp_server.adapters import ToolRegistry
+from mcp_server.calls import Call
 from mcp_server.llm import prompts
-from mcp_server.policy.guard import Request
-from mcp_server.state import AppState
-
-DEFAULT_MAX_TOKENS = 512
+from mcp_server.policy.quota import BudgetSpent
 
 
 class TokenUsage(BaseModel):
@@ -40,9 +34,10 @@ class QueryResult(BaseModel):
     request_id: str | None = Field(description="The provider's request id (of the original call if cached).")
 
 
-def register(server: MCPServer[Any], state: AppState) -> None:
-    @tool_adapter(state)
+def register(tools: ToolRegistry) -> None:
+    @tools.tool(title="Ask an OpenAI model", document="document", limits={"max_tokens": "max_tokens"})
     async def query_openai(
+        call: Call,
         prompt: Annotated[
             str | None, Field(description="The question or instruction; omit when giving `document`.")
         ] = None,
@@ -64,8 +59,8 @@ def register(server: MCPServer[Any], state: AppState) -> None:
             int | None,
             Field(
                 ge=1,
-                description=f"Most tokens to generate; default {DEFAULT_MAX_TOKENS} (or the document's "
-                "requires.max_tokens), capped by the server.",
+                description=f"Most tokens to generate; default {prompts.DEFAULT_MAX_TOKENS} (or the "
+                "document's requires.max_tokens), capped by the server.",
             ),
         ] = None,
         temperature: Annotated[
@@ -88,39 +83,31 @@ def register(server: MCPServer[Any], state: AppState) -> None:
         rate_limited with retry_after when it is spent or the provider is busy. Identical requests
         within the cache lifetime are answered from the cache (`cached`: true) at no token cost.
         """
-        decision = await state.guard(
-            "query_openai", document=document, request=Request(max_tokens=max_tokens)
-        )
-        if (prompt is None) == (document is None):
-            raise InvalidDocument("give either `prompt` or `document`, not both or neither", field="prompt")
-        doc = decision.document
-        if doc is not None:
-            if system is not None or output_schema is not None:
-                raise InvalidDocument(
-                    "with `document`, the system message and output schema come from the document",
-                    field="system" if system is not None else "output_schema",
-                )
-            messages, output_schema = prompts.from_document(doc)
-            limit = doc.front_matter.requires.max_tokens
-        else:
-            assert prompt is not None
-            messages, limit = prompts.from_prompt(prompt, system), None
-        tokens = max_tokens or limit or min(DEFAULT_MAX_TOKENS, state.settings.max_tokens)
-        answer = await state.llm.query(
-            decision.principal,
-            messages,
-            model=model,
-            max_tokens=tokens,
-            temperature=temperature,
+        services = call.services
+        asked = prompts.question(
+            prompt=prompt,
+            system=system,
+            document=call.document,
             output_schema=output_schema,
-            use_cache=cache,
+            max_tokens=max_tokens,
+            server_max_tokens=services.settings.max_tokens,
         )
+        try:
+            answer = await services.llm.query(
+                call.caller,
+                asked.messages,
+                model=model,
+                max_tokens=asked.max_tokens,
+                temperature=temperature,
+                output_schema=asked.output_schema,
+                use_cache=cache,
+            )
+        except BudgetSpent as exc:  # the caller's budget, not the provider, refused
+            raise call.refuse(exc) from None
         completion = answer.completion
-        record = current_call.get()
-        if record is not None:
-            record.backend_job_id = completion.request_id
+        call.note_backend_request(completion.request_id)
         return QueryResult(
-            text=None if output_schema is not None else completion.text,
+            text=None if asked.output_schema is not None else completion.text,
             json=answer.value,
             model=completion.model,
             usage=TokenUsage(**completion.usage.__dict__),
@@ -128,11 +115,3 @@ def register(server: MCPServer[Any], state: AppState) -> None:
             cached=answer.cached,
             request_id=completion.request_id,
         )
-
-    server.add_tool(
-        query_openai,
-        title="Ask an OpenAI model",
-        annotations=ToolAnnotations(
-            read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True
-        ),
-    )

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
-from mcp.server.mcpserver import MCPServer
-from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field
 
-from mcp_server.adapters import tool_adapter
+from mcp_server.adapters import ToolRegistry
+from mcp_server.adapters.arguments import DOCUMENT
+from mcp_server.calls import Call
 from mcp_server.signing import sign_document
-from mcp_server.state import AppState
-from tools.validate_maml import DOCUMENT
 
 
 class SignResult(BaseModel):
@@ -22,9 +20,10 @@ class SignResult(BaseModel):
     digest: str = Field(description="sha256 of the canonical bytes that were signed.")
 
 
-def register(server: MCPServer[Any], state: AppState) -> None:
-    @tool_adapter(state)
+def register(tools: ToolRegistry) -> None:
+    @tools.tool(title="Sign a MAML document", document="document")
     async def sign_maml(
+        call: Call,
         document: DOCUMENT,
         key_id: Annotated[
             str | None,
@@ -38,9 +37,9 @@ def register(server: MCPServer[Any], state: AppState) -> None:
         text to store or pass on; verify_maml checks it later. Any change to the signed text, even one
         byte, makes the signature invalid.
         """
-        decision = await state.guard("sign_maml", document=document)
-        assert decision.document is not None
-        signed = sign_document(decision.document, state.keys, key_id=key_id, limits=state.limits)
+        assert call.document is not None
+        services = call.services
+        signed = sign_document(call.document, services.keys, key_id=key_id, limits=services.limits)
         return SignResult(
             signed_document=signed.signed_document,
             document_id=signed.document_id,
@@ -48,11 +47,3 @@ def register(server: MCPServer[Any], state: AppState) -> None:
             algorithm=signed.algorithm,
             digest=signed.digest,
         )
-
-    server.add_tool(
-        sign_maml,
-        title="Sign a MAML document",
-        annotations=ToolAnnotations(
-            read_only_hint=True, destructive_hint=False, idempotent_hint=False, open_world_hint=False
-        ),
-    )

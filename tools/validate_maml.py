@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
-
-from mcp.server.mcpserver import MCPServer
-from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field
 
-from mcp_server.adapters import tool_adapter
+from mcp_server.adapters import ToolRegistry
+from mcp_server.adapters.arguments import DOCUMENT
+from mcp_server.calls import Call
 from mcp_server.errors import InvalidDocument
 from mcp_server.maml import parser
-from mcp_server.state import AppState
-
-DOCUMENT = Annotated[
-    str, Field(description="The whole MAML document as text (.maml.md), front matter included.")
-]
 
 
 class Problem(BaseModel):
@@ -42,17 +35,16 @@ class ValidationResult(BaseModel):
     errors: list[Problem] = Field(default_factory=list)
 
 
-def register(server: MCPServer[Any], state: AppState) -> None:
-    @tool_adapter(state)
-    async def validate_maml(document: DOCUMENT) -> ValidationResult:
+def register(tools: ToolRegistry) -> None:
+    @tools.tool(title="Validate a MAML document")
+    async def validate_maml(call: Call, document: DOCUMENT) -> ValidationResult:
         """Check that a MAML document is well formed and safe to process, without checking its signature.
 
         Reports the document id, type, title, sections and code blocks, or the first problem found with
         the field and line it is on. Use this before sign_maml; use verify_maml to check a signature.
         """
-        await state.guard("validate_maml")
         try:
-            parsed = parser.parse(document, state.limits)
+            parsed = parser.parse(document, call.services.limits)
         except InvalidDocument as exc:
             return ValidationResult(
                 valid=False,
@@ -70,9 +62,3 @@ def register(server: MCPServer[Any], state: AppState) -> None:
                 CodeBlockInfo(language=b.language, section=b.section, line=b.line) for b in parsed.code_blocks
             ],
         )
-
-    server.add_tool(
-        validate_maml,
-        title="Validate a MAML document",
-        annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False),
-    )

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
-from mcp.server.mcpserver import MCPServer
-from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field
 
-from mcp_server.adapters import tool_adapter
+from mcp_server.adapters import ToolRegistry
+from mcp_server.adapters.arguments import DOCUMENT
+from mcp_server.calls import Call
 from mcp_server.signing import inspect_signature
-from mcp_server.state import AppState
-from tools.validate_maml import DOCUMENT
 
 
 class VerifyResult(BaseModel):
@@ -27,9 +25,10 @@ class VerifyResult(BaseModel):
     )
 
 
-def register(server: MCPServer[Any], state: AppState) -> None:
-    @tool_adapter(state)
+def register(tools: ToolRegistry) -> None:
+    @tools.tool(title="Verify a MAML signature")
     async def verify_maml(
+        call: Call,
         document: DOCUMENT,
         detached_signature: Annotated[
             str | None,
@@ -43,8 +42,10 @@ def register(server: MCPServer[Any], state: AppState) -> None:
         A document counts as authentic only when both `valid` and `trusted` are true. Tampered,
         unsigned or malformed documents are answered with valid=false and the reasons, not an error.
         """
-        await state.guard("verify_maml")
-        report = inspect_signature(document, state.keys, detached=detached_signature, limits=state.limits)
+        services = call.services
+        report = inspect_signature(
+            document, services.keys, detached=detached_signature, limits=services.limits
+        )
         return VerifyResult(
             valid=report.valid,
             trusted=report.trusted,
@@ -55,9 +56,3 @@ def register(server: MCPServer[Any], state: AppState) -> None:
             digest=report.digest,
             reasons=report.reasons,
         )
-
-    server.add_tool(
-        verify_maml,
-        title="Verify a MAML signature",
-        annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False),
-    )

@@ -1,5 +1,10 @@
 """The messages of a query: from a prompt (and system text), or from a MAML document.
 
+`question(...)` holds the rules of `query_openai`'s arguments: either `prompt` (with an optional
+`system`) or a `document`, never both or neither; with a document, the system message and output
+schema come from the document; `max_tokens` defaults to the document's `requires.max_tokens`, else
+`DEFAULT_MAX_TOKENS` (within the server's limit).
+
 A document of type `prompt` or `workflow` is turned into messages as follows: its `## Context` section
 (when present) becomes the system message and its `## Intent` section the user message. The JSON
 Schema in its `## Output_Schema` section (a ```json block), if any, is the answer's output schema.
@@ -8,12 +13,49 @@ Schema in its `## Output_Schema` section (a ```json block), if any, is the answe
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from mcp_server.errors import InvalidDocument
 from mcp_server.maml.model import DocumentType, MamlDocument
 
 EXECUTABLE_TYPES = (DocumentType.prompt, DocumentType.workflow)
+DEFAULT_MAX_TOKENS = 512
+
+
+@dataclass(frozen=True)
+class Question:
+    messages: tuple[dict[str, str], ...]
+    output_schema: dict[str, Any] | None
+    max_tokens: int
+
+
+def question(
+    *,
+    prompt: str | None,
+    system: str | None,
+    document: MamlDocument | None,
+    output_schema: dict[str, Any] | None,
+    max_tokens: int | None,
+    server_max_tokens: int,
+) -> Question:
+    """What to ask, from `query_openai`'s arguments (`document` as the policy parsed it)."""
+    if (prompt is None) == (document is None):
+        raise InvalidDocument("give either `prompt` or `document`, not both or neither", field="prompt")
+    limit = None
+    if document is not None:
+        if system is not None or output_schema is not None:
+            raise InvalidDocument(
+                "with `document`, the system message and output schema come from the document",
+                field="system" if system is not None else "output_schema",
+            )
+        messages, output_schema = from_document(document)
+        limit = document.front_matter.requires.max_tokens
+    else:
+        assert prompt is not None
+        messages = from_prompt(prompt, system)
+    tokens = max_tokens or limit or min(DEFAULT_MAX_TOKENS, server_max_tokens)
+    return Question(messages, output_schema, tokens)
 
 
 def from_prompt(prompt: str, system: str | None) -> tuple[dict[str, str], ...]:

@@ -34,6 +34,11 @@ from mcp_server.db import Base, database_errors, transaction
 from mcp_server.errors import InvalidDocument, RateLimited
 
 
+class BudgetSpent(RateLimited):
+    """A caller's call rate or LLM token budget is spent: the policy refuses the call (as opposed
+    to an upstream saying it is busy, which is also `rate_limited`)."""
+
+
 class RateBucket(Base):
     __tablename__ = "rate_buckets"
 
@@ -101,7 +106,7 @@ class RateLimiter:
         with database_errors(), self.engine.begin() as conn:
             tokens, granted = conn.execute(self._take, params).one()
         if not granted:
-            raise RateLimited(
+            raise BudgetSpent(
                 f"too many calls: at most {self.rate * 60:g} a minute (bursts of {self.burst:g}); "
                 "wait and retry",
                 retry_after=max(0.001, (1 - tokens) / self.rate),
@@ -156,7 +161,7 @@ class TokenBudget:
         if tokens < 1:
             raise InvalidDocument("a token reservation must be at least 1 token")
         if tokens > self.limit:
-            raise RateLimited(
+            raise BudgetSpent(
                 f"a request for {tokens} tokens exceeds the whole budget of {self.limit} per "
                 f"{self.period_seconds} s",
                 retry_after=retry_after,
@@ -165,7 +170,7 @@ class TokenBudget:
             params = {"key": key, "period": period, "tokens": tokens}
             used, granted = conn.execute(self._reserve, params).one()
         if not granted:
-            raise RateLimited(
+            raise BudgetSpent(
                 f"LLM token budget spent: {used} of {self.limit} used this period, {tokens} more requested",
                 retry_after=retry_after,
             )

@@ -39,6 +39,7 @@ import anyio.to_thread
 from mcp_server.auth.principal import Principal
 from mcp_server.errors import BackendUnavailable, InvalidDocument, MacroslowError, NotFound, RateLimited
 from mcp_server.ledger.receipts import json_digest
+from mcp_server.policy import access
 from mcp_server.quantum.backends import JobStatus, Outcome, RemoteBackend, RemoteState, Submission
 from mcp_server.quantum.local import Cancelled, LocalSimulator, RunHandle, available_memory_bytes
 from mcp_server.quantum.store import Job, JobStore
@@ -51,7 +52,6 @@ log = logging.getLogger(__name__)
 
 _TARGET = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
 Listener = Callable[[Job], Coroutine[Any, Any, None]]
-AUDIT_SCOPE = "receipts:audit"
 
 
 @dataclass(frozen=True)
@@ -188,19 +188,14 @@ class JobService:
     async def get(self, principal: Principal, job_id: str) -> Job:
         """The caller's job (another caller's looks like no job at all, unless the caller audits)."""
         job = await anyio.to_thread.run_sync(self.store.get, job_id)
-        if not self._visible(principal, job):
+        if not access.may_see(principal, job):
             raise NotFound(f"no job {job_id!r}")
         return await self._reconcile(job)
 
     async def list(self, principal: Principal, limit: int = 50) -> list[Job]:
-        owner = None if AUDIT_SCOPE in principal.scopes else principal.uri
+        owner = access.job_owner_filter(principal)
         jobs = await anyio.to_thread.run_sync(lambda: self.store.recent(owner, limit=limit))
-        return [j for j in jobs if self._visible(principal, j)]
-
-    @staticmethod
-    def _visible(principal: Principal, job: Job) -> bool:
-        owner = job.principal == principal.uri and job.issuer == principal.issuer
-        return owner or AUDIT_SCOPE in principal.scopes
+        return [j for j in jobs if access.may_see(principal, j)]
 
     async def _reconcile(self, job: Job) -> Job:
         """A local job whose runner stopped beating is interrupted; say so now rather than later."""

@@ -13,6 +13,7 @@ from mcp.shared.exceptions import MCPError
 from pydantic import SecretStr
 from sqlalchemy import create_engine, text
 
+from mcp_server.adapters import error_of
 from mcp_server.auth.local_issuer import mint
 from mcp_server.home import example_workflow
 from mcp_server.server import build_server
@@ -65,7 +66,7 @@ async def test_a_backend_failure_leaves_a_receipt(make_settings: Callable[..., S
             key.chmod(0o644)  # the key store now refuses the private key
         failed = await client.call_tool("sign_maml", {"document": example_workflow()})
         rows = await receipts(client)
-    assert failed.is_error and failed.structured_content["error"]["code"] == "key_error"
+    assert failed.is_error and error_of(failed)["code"] == "key_error"
     [row] = rows
     assert row["decision"] == "allowed" and row["outcome"] == "key_error"
     assert row["reason"].startswith("key_error: ")
@@ -86,9 +87,9 @@ async def test_callers_see_only_their_own_receipts(make_settings: Callable[..., 
         with pytest.raises(MCPError) as info:
             await client.read_resource(f"receipts://{local_rows[0]['id']}")
     assert {r["principal"] for r in mine} == {"agent://bob"}
-    assert peek.is_error and peek.structured_content["error"]["code"] == "forbidden"
-    assert "receipts:audit" in peek.structured_content["error"]["message"]
-    assert other.is_error and other.structured_content["error"]["code"] == "forbidden"
+    assert peek.is_error and error_of(peek)["code"] == "forbidden"
+    assert "receipts:audit" in error_of(peek)["message"]
+    assert other.is_error and error_of(other)["code"] == "forbidden"
     assert info.value.code == -32003
     # the local principal holds receipts:audit and sees everyone's
     async with Client(build_server(settings)) as local:
@@ -115,7 +116,7 @@ async def test_verify_receipt_and_the_mu_resource(make_settings: Callable[..., S
     assert meta["source_maml"] == "urn:uuid:6f1c2a3e-8b4d-4e7a-9c1f-2d3b4a5c6e7f"
     assert meta["checkpoint"]["size"] >= 2
     assert "## History" in body and "agent://local called sign_maml" in body
-    assert missing.is_error and missing.structured_content["error"]["code"] == "not_found"
+    assert missing.is_error and error_of(missing)["code"] == "not_found"
 
 
 async def test_paging_through_list_receipts(make_settings: Callable[..., Settings]) -> None:
@@ -145,7 +146,7 @@ async def test_no_receipt_no_result(make_settings: Callable[..., Settings]) -> N
             conn.execute(text("ALTER TABLE receipts RENAME TO receipts_gone"))
         engine.dispose()
         result = await client.call_tool("sign_maml", {"document": example_workflow()})
-    assert result.is_error and result.structured_content["error"]["code"] == "backend_unavailable"
+    assert result.is_error and error_of(result)["code"] == "backend_unavailable"
     assert "signed_document" not in json.dumps(result.structured_content)
 
 
@@ -167,7 +168,7 @@ async def test_redacted_payloads_only_when_asked(make_settings: Callable[..., Se
     assert signed["key_id"] == "[redacted]"  # names that look like secrets are dropped
     assert signed["document"].startswith("[") and "bytes, sha256:" in signed["document"]
     assert "Greenberger" not in payloads[0]
-    assert short == {"document": "short text", "detached_signature": None}
+    assert short == {"document": "short text"}  # the arguments as the caller sent them
     # by default (same database, setting off), the next receipt stores no payload
     async with Client(build_server(make_settings())) as client:
         await client.call_tool("verify_maml", {"document": "short text"})

@@ -119,7 +119,7 @@ from mcp_server.server import build_server
 from mcp_server.settings import Settings
 server = build_server(Settings(home=sys.argv[1], _env_file=None))
 async def main():
-    async with server.state.open():
+    async with server.host.open():
         pass
 anyio.run(main)
 print("openai" in sys.modules)

@@ -15,6 +15,7 @@ from mcp_types import CallToolResult
 from pydantic import SecretStr
 from sqlalchemy import create_engine, text
 
+from mcp_server.adapters import error_of
 from mcp_server.auth.local_issuer import mint
 from mcp_server.server import build_server
 from mcp_server.settings import Settings
@@ -55,7 +56,7 @@ You are a terse geography assistant.
 
 def error(result: CallToolResult) -> dict[str, Any]:
     assert result.is_error, result.structured_content
-    return dict(result.structured_content["error"])
+    return dict(error_of(result))
 
 
 async def ask(client: Client, **arguments: Any) -> CallToolResult:
@@ -480,5 +481,6 @@ async def test_redacted_payloads_only_when_configured(llm_settings: Make, fake: 
         await ask(client, prompt=long_prompt, max_tokens=20)
     [[payload]] = json.loads(db_text(settings, "SELECT payload FROM receipts"))
     arguments = json.loads(payload)
-    assert arguments["cache"] is True and arguments["prompt"].startswith("[320 bytes, sha256:")
+    assert "cache" not in arguments  # as sent: defaults are not filled in
+    assert arguments["prompt"].startswith("[320 bytes, sha256:")
     assert "particular" not in db_text(settings, "SELECT * FROM receipts")

@@ -15,6 +15,7 @@ import pytest
 from mcp.client import Client
 from mcp.client.streamable_http import streamable_http_client
 
+from mcp_server.adapters import error_of
 from tests.llm.conftest import API_KEY
 from tests.llm.openai_fake import FakeOpenAI
 from tests.server.test_transports import mint, start_server
@@ -67,7 +68,7 @@ async def test_budget_exhaustion_across_two_server_processes(
     ok = [not r.is_error for r in results]
     assert ok == [True, True, False, False], [r.content for r in results]
     for refused in results[2:]:
-        error = refused.structured_content["error"]
+        error = error_of(refused)
         assert error["code"] == "rate_limited" and error["details"]["retry_after"] > 0
     assert len(fake.requests) == 2  # the refused calls never went upstream
     sent = json.dumps([[r.headers, r.body] for r in fake.requests])

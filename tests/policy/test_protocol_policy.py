@@ -9,6 +9,7 @@ import pytest
 from mcp.client import Client
 from mcp.shared.exceptions import MCPError
 
+from mcp_server.adapters import error_of
 from mcp_server.auth.local_issuer import mint
 from mcp_server.home import EXAMPLE_NAME, example_workflow
 from mcp_server.server import build_server
@@ -51,7 +52,7 @@ async def test_limited_scopes_hide_and_refuse_tools(make_settings: Callable[...,
         result = await client.call_tool("sign_maml", {"document": example_workflow()})
         valid = await client.call_tool("validate_maml", {"document": example_workflow()})
     assert result.is_error
-    error = result.structured_content["error"]
+    error = error_of(result)
     assert error["code"] == "forbidden"
     assert "maml:sign" in error["message"]
     assert error["details"]["required_scope"] == "maml:sign"
@@ -137,8 +138,8 @@ async def test_token_caller_is_that_agent(make_settings: Callable[..., Settings]
         bobs = (await client.read_resource("maml://workflows/for-bob")).contents[0].text
         with pytest.raises(MCPError) as info:
             await client.read_resource("maml://workflows/for-local")
-    assert signed.is_error and signed.structured_content["error"]["code"] == "forbidden"
-    assert "maml:sign" in signed.structured_content["error"]["message"]
+    assert signed.is_error and error_of(signed)["code"] == "forbidden"
+    assert "maml:sign" in error_of(signed)["message"]
     assert set(shown) == {EXAMPLE_NAME, "for-bob.maml.md"}  # the example is readable by agent://*
     assert "agent://bob" in bobs
     assert info.value.data["code"] == "forbidden" and "agent://bob" in info.value.message
@@ -157,7 +158,7 @@ async def test_garbage_token_is_unauthenticated_everywhere(make_settings: Callab
             await client.read_resource("maml://workflows")
     for result in results:
         assert result.is_error
-        assert result.structured_content["error"]["code"] == "unauthenticated"
+        assert error_of(result)["code"] == "unauthenticated"
         assert "garbage" not in result.content[0].text
     assert info.value.code == -32001 and info.value.data["code"] == "unauthenticated"
 
@@ -173,8 +174,8 @@ async def test_read_only_server_hides_sign(make_settings: Callable[..., Settings
             "decrypt_maml",
         }
         result = await client.call_tool("sign_maml", {"document": example_workflow()})
-    assert result.is_error and result.structured_content["error"]["code"] == "forbidden"
-    assert "read-only" in result.structured_content["error"]["message"]
+    assert result.is_error and error_of(result)["code"] == "forbidden"
+    assert "read-only" in error_of(result)["message"]
 
 
 async def test_filtered_lists_are_private_to_the_caller(make_settings: Callable[..., Settings]) -> None:
@@ -182,10 +183,10 @@ async def test_filtered_lists_are_private_to_the_caller(make_settings: Callable[
     server's cache hints would call it public."""
     from types import SimpleNamespace
 
-    from mcp_server.state import AppState
+    from mcp_server.admission import Admission
     from mcp_server.visibility import ScopeVisibility
 
-    state = AppState(make_settings(local_scopes=["maml:read"]))
+    state = Admission(make_settings(local_scopes=["maml:read"]))
     listing = {
         "tools": [{"name": "verify_maml"}, {"name": "sign_maml"}],
         "cacheScope": "public",

@@ -11,6 +11,7 @@ import pytest
 from mcp.client import Client
 from mcp.shared.exceptions import MCPError
 
+from mcp_server.adapters import error_of
 from mcp_server.crypto.keys import KeyStore
 from mcp_server.home import initialize, open_keys
 from mcp_server.ledger.receipts import json_digest
@@ -75,7 +76,7 @@ def ok(result: Any) -> dict[str, Any]:
 
 def error(result: Any) -> dict[str, Any]:
     assert result.is_error, result.structured_content
-    return dict(result.structured_content["error"])
+    return dict(error_of(result))
 
 
 async def test_bell_pair_counts_are_correlated_and_balanced(make_settings: Callable[..., Settings]) -> None:

@@ -12,8 +12,11 @@ import httpx2
 import pytest
 from mcp.client import Client
 from mcp.client.stdio import StdioServerParameters
+from sqlalchemy import text
 
+from mcp_server.adapters import error_of
 from mcp_server.auth import local_issuer
+from mcp_server.db import open_engine
 from mcp_server.home import example_workflow
 from mcp_server.settings import Settings
 from tests.server.test_transports import INITIALIZE, SERVE, _env, mint, start_server
@@ -95,6 +98,17 @@ def test_missing_scope_gets_403_naming_the_scope(server: str, tmp_path: Path) ->
     assert refused.json()["scope"] == "maml:sign"
     allowed = post(server, call("verify_maml", {"document": "x"}), token, **session)
     assert allowed.status_code == 200
+    # Refused at the door, receipted as if the tool had refused: one receipt per call.
+    engine = open_engine(Settings(home=tmp_path / "home", _env_file=None).database)  # type: ignore[call-arg]
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT tool, principal, decision, outcome FROM receipts ORDER BY seq")
+        ).all()
+    engine.dispose()
+    assert [tuple(r) for r in rows] == [
+        ("sign_maml", "agent://reader", "denied", "forbidden"),
+        ("verify_maml", "agent://reader", "allowed", "ok"),
+    ]
 
 
 def test_body_over_the_limit_gets_413_before_parsing(tmp_path: Path) -> None:
@@ -156,12 +170,12 @@ async def test_stdio_token_from_the_environment(tmp_path: Path) -> None:
         names = {t.name for t in (await client.list_tools()).tools}
         refused = await client.call_tool("sign_maml", {"document": example_workflow()})
     assert names == {"validate_maml", "verify_maml"}
-    assert refused.is_error and refused.structured_content["error"]["code"] == "forbidden"
-    assert "maml:sign" in refused.structured_content["error"]["message"]
+    assert refused.is_error and error_of(refused)["code"] == "forbidden"
+    assert "maml:sign" in error_of(refused)["message"]
     async with Client(_stdio(home, MACROSLOW_TOKEN="not-a-token")) as client:
         assert (await client.list_tools()).tools == []
         result = await client.call_tool("verify_maml", {"document": "x"})
-    assert result.is_error and result.structured_content["error"]["code"] == "unauthenticated"
+    assert result.is_error and error_of(result)["code"] == "unauthenticated"
     assert "not-a-token" not in result.content[0].text
 
 
@@ -174,10 +188,10 @@ async def test_rate_limit_is_shared_by_two_server_processes(tmp_path: Path) -> N
         outcomes = []
         for client in (first, second, first, second):
             result = await client.call_tool("verify_maml", {"document": "x"})
-            outcomes.append(result.structured_content.get("error", {}).get("code", "ok"))
+            outcomes.append((error_of(result) or {}).get("code", "ok"))
         refused = await second.call_tool("verify_maml", {"document": "x"})
     assert outcomes == ["ok", "ok", "ok", "rate_limited"]
-    assert refused.structured_content["error"]["details"]["retry_after"] > 30
+    assert error_of(refused)["details"]["retry_after"] > 30
 
 
 def test_sse_messages_get_the_same_scope_gate(tmp_path: Path) -> None:

@@ -44,7 +44,7 @@ async def test_metrics_loopback_only_unless_public(
 ) -> None:
     settings = make_settings(metrics_public=public)
     server = build_server(settings, caller_source="bearer")
-    app = build_http_app(server, server.state, "streamable-http", "127.0.0.1")  # type: ignore[attr-defined]
+    app = build_http_app(server, "streamable-http", "127.0.0.1")
     status, headers, body = await _get(app, "/metrics", ("127.0.0.1", 5000))
     assert (status == 200 and b"macroslow_tool_calls_total" in body) or b"# HELP macroslow" in body
     assert headers["x-content-type-options"] == "nosniff" and headers["cache-control"] == "no-store"

@@ -10,6 +10,7 @@ import pytest
 from mcp.client import Client
 from mcp.shared.exceptions import MCPError
 
+from mcp_server.adapters import error_of
 from mcp_server.home import EXAMPLE_NAME, example_workflow, initialize
 from mcp_server.server import build_server
 from mcp_server.settings import Settings
@@ -27,9 +28,11 @@ def settings(tmp_path: Path) -> Settings:
 async def test_tools_are_typed_and_annotated(settings: Settings) -> None:
     async with Client(build_server(settings)) as client:
         tools = {t.name: t for t in (await client.list_tools()).tools}
-    read_only = {"validate_maml", "sign_maml", "verify_maml", "list_receipts", "verify_receipt"}
+    read_only = {"validate_maml", "verify_maml", "list_receipts", "verify_receipt"}
     read_only |= {"encrypt_maml", "decrypt_maml"}  # they return text and change nothing
-    assert set(tools) == read_only | {"run_quantum_circuit", "cancel_job", "query_openai"}
+    # sign_maml uses the server's key on the caller's behalf: never read-only (a host that
+    # auto-approves read-only tools must ask before it)
+    assert set(tools) == read_only | {"sign_maml", "run_quantum_circuit", "cancel_job", "query_openai"}
     for tool in tools.values():
         assert tool.annotations is not None
         assert tool.annotations.read_only_hint is (tool.name in read_only), tool.name
@@ -89,10 +92,10 @@ async def test_sign_errors_have_stable_codes(settings: Settings) -> None:
             "sign_maml", {"document": example_workflow(), "key_id": "0" * 32}
         )
         bad_key = await client.call_tool("sign_maml", {"document": example_workflow(), "key_id": "../../etc"})
-    assert invalid.is_error and invalid.structured_content["error"]["code"] == "invalid_document"
+    assert invalid.is_error and error_of(invalid)["code"] == "invalid_document"
     assert invalid.content[0].text.startswith("invalid_document: ")
-    assert unknown_key.is_error and unknown_key.structured_content["error"]["code"] == "not_found"
-    assert bad_key.is_error and bad_key.structured_content["error"]["code"] == "key_error"
+    assert unknown_key.is_error and error_of(unknown_key)["code"] == "not_found"
+    assert bad_key.is_error and error_of(bad_key)["code"] == "key_error"
 
 
 async def test_oversized_document_is_refused_before_parsing(tmp_path: Path) -> None:
@@ -102,7 +105,7 @@ async def test_oversized_document_is_refused_before_parsing(tmp_path: Path) -> N
         for tool in ("validate_maml", "sign_maml", "verify_maml"):
             result = await client.call_tool(tool, {"document": big})
             assert result.is_error, tool
-            error = result.structured_content["error"]
+            error = error_of(result)
             assert error["code"] == "request_too_large"
             assert error["details"] == {"requested": len(big.encode()), "allowed": 4096}
             assert "xxxx" not in result.content[0].text  # the document is not echoed back

@@ -31,6 +31,7 @@ import pytest
 from mcp.client import Client
 from mcp.client.streamable_http import streamable_http_client
 
+from mcp_server.adapters import error_of
 from mcp_server.home import example_workflow
 from tests.quantum.test_run_tool import BELL, slow_circuit
 from tests.server.test_transports import SERVE, _env, _free_port
@@ -194,7 +195,7 @@ def test_a_rate_limit_spent_via_one_replica_holds_via_the_other(replicas: Any, p
         async with client(a.url) as ca, client(b.url) as cb:
             for c in (ca, ca, ca, cb, cb):
                 r = await c.call_tool("verify_maml", {"document": "x"})
-                codes.append(r.structured_content["error"]["code"] if r.is_error else "ok")
+                codes.append(error_of(r)["code"] if r.is_error else "ok")
         return codes
 
     assert anyio.run(scenario) == ["ok", "ok", "ok", "rate_limited", "rate_limited"]
@@ -336,7 +337,7 @@ def test_database_down_then_back(replicas: Any, own_postgres: tuple[str, Any]) -
     async def verify() -> str:
         async with client(a.url) as c:
             r = await c.call_tool("verify_maml", {"document": "x"})
-            return str(r.structured_content["error"]["code"]) if r.is_error else "ok"
+            return str(error_of(r)["code"]) if r.is_error else "ok"
 
     assert anyio.run(verify) == "ok"
     stop()

@@ -1,0 +1,90 @@
+"""The shapes callers receive: tool results, tool error results, resource errors.
+
+A tool's success is its pydantic model as `structuredContent` (conforming to the tool's declared
+output schema) plus the same JSON as text, for clients that read only text.
+
+A tool's failure is an error result that every client accepts, whatever output schema the tool
+declares (the MCP spec requires structured content to conform to it, and the TypeScript SDK and
+the MCP Inspector reject a result that does not):
+
+    {"isError": true,
+     "content": [{"type": "text", "text": "<code>: <message>\\ndetails: {...}"}],
+     "_meta": {"macroslow-mcp/error": {"code": "...", "message": "...", "details": {...}}}}
+
+No `structuredContent`. The text carries everything an agent needs to act (the stable code first,
+then the message, then the details as JSON when there are any: `retry_after`, `required_scope`,
+`requested`/`allowed`, `field`/`line`); `_meta` carries the same as data for programs.
+
+A resource read that fails answers with a JSON-RPC error whose `data` is that same dict.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from mcp.shared.exceptions import MCPError
+from mcp_types import CallToolResult, TextContent
+from pydantic import BaseModel, ValidationError
+
+from mcp_server.errors import InvalidDocument, MacroslowError
+
+ERROR_META = "macroslow-mcp/error"
+
+
+def ok_result(model: BaseModel) -> CallToolResult:
+    data = model.model_dump(mode="json", by_alias=True)
+    return CallToolResult(
+        content=[TextContent(type="text", text=json.dumps(data, ensure_ascii=False))],
+        structured_content=data,
+    )
+
+
+def error_text(exc: MacroslowError) -> str:
+    if not exc.details:
+        return str(exc)
+    return f"{exc}\ndetails: {json.dumps(exc.details, ensure_ascii=False, sort_keys=True, default=str)}"
+
+
+def error_result(exc: MacroslowError) -> CallToolResult:
+    return CallToolResult(
+        content=[TextContent(type="text", text=error_text(exc))],
+        is_error=True,
+        _meta={ERROR_META: exc.to_dict()},
+    )
+
+
+def error_of(result: CallToolResult | dict[str, Any]) -> dict[str, Any] | None:
+    """The error a tool result carries (`{"code", "message", "details"?}`), or None."""
+    meta = result.get("_meta") if isinstance(result, dict) else result.meta
+    error = (meta or {}).get(ERROR_META)
+    return dict(error) if isinstance(error, dict) else None
+
+
+def invalid_arguments(tool: str, exc: ValidationError) -> InvalidDocument:
+    """Arguments that do not match the tool's input schema, as `invalid_document` naming each field
+    and what is wrong with it (never the value the caller sent)."""
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False):
+        where = ".".join(str(part) for part in error["loc"]) or "arguments"
+        problems.append(f"'{where}': {error['msg'].lower()}")
+    shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+    first = ".".join(str(p) for p in exc.errors()[0]["loc"]) if exc.errors() else None
+    return InvalidDocument(f"arguments of {tool} do not match its input schema: {shown}", field=first)
+
+
+# JSON-RPC error codes for resource reads (the implementation-defined range, -32000 to -32099, plus
+# MCP's -32002 "resource not found"); `data` carries the stable code and details.
+_RESOURCE_CODES = {
+    "not_found": -32002,
+    "unauthenticated": -32001,
+    "forbidden": -32003,
+    "rate_limited": -32029,
+    "request_too_large": -32013,
+    "invalid_document": -32602,
+}
+
+
+def resource_error(exc: MacroslowError) -> MCPError:
+    """A `MacroslowError` as the JSON-RPC error a resource read answers with."""
+    return MCPError(code=_RESOURCE_CODES.get(exc.code, -32000), message=str(exc), data=exc.to_dict())

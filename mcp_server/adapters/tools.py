@@ -1,0 +1,270 @@
+"""The tool adapter: tools declare, the adapter owns the call.
+
+A tool module declares its tool once, with `ToolRegistry.tool`:
+
+    def register(tools: ToolRegistry) -> None:
+        @tools.tool(title="Sign a MAML document", document="document")
+        async def sign_maml(call: Call, document: DOCUMENT, key_id: KEY_ID = None) -> SignResult:
+            ...
+
+The tool's name is its operation in `mcp_server/policy/operations.py` (scope, document action,
+whether it signs, spends or changes); a tool without one is refused at start-up
+(`UndeclaredTool`), and its MCP annotations are derived from that entry. `document` names the
+argument that holds the MAML document the policy checks (`document_if` when that argument holds a
+document only sometimes), `limits` the arguments checked against the request limits.
+
+Every call, in order (`ToolRunner.call`):
+1. open a `Call` record with the arguments as sent;
+2. identify the caller, and admit the call: offered, scope, rate (`Guard.admit`);
+3. validate the arguments against the tool's input schema (`invalid_document` naming each field);
+4. the document and limit checks (`Call.decide` -> `Guard.decide`);
+5. run the body with the validated arguments and the `Call`;
+6. shape the result (`results.ok_result` / `results.error_result`; an unexpected exception is
+   logged and answered as `internal_error`, never with its text);
+7. append exactly one receipt (`ledger.drafts.call_draft`); if it cannot be written, the result is
+   withheld and the caller gets `backend_unavailable`;
+8. count the call (metrics) and write one log line (who, tool, outcome, duration).
+
+A failure in steps 2-4 is a refusal (`Call.refuse`: receipt `denied`, an audit line, a metric); a
+body refuses through the same method. The registered SDK `Tool` is `OwnedTool`, whose `run` hands the
+raw arguments to the runner, so argument validation is the adapter's too.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import anyio.to_thread
+from mcp.server.mcpserver.tools import Tool
+from mcp_types import CallToolResult
+from pydantic import BaseModel, Field, ValidationError
+
+from mcp_server import metrics
+from mcp_server.adapters.results import error_result, invalid_arguments, ok_result
+from mcp_server.calls import Call
+from mcp_server.errors import BackendUnavailable, InternalError, MacroslowError
+from mcp_server.ledger.drafts import call_draft
+from mcp_server.logs import request_id
+from mcp_server.policy.guard import Request
+from mcp_server.policy.operations import OPERATIONS, Operation
+
+if TYPE_CHECKING:
+    from mcp.server.mcpserver import Context
+
+    from mcp_server.admission import Admission
+    from mcp_server.auth.principal import Principal
+    from mcp_server.services import ServiceHost
+
+log = logging.getLogger("mcp_server.tools")
+calls_log = logging.getLogger("mcp_server.calls")
+
+Body = Callable[..., Awaitable[BaseModel]]
+CALL_PARAMETER = "call"
+
+
+class UndeclaredTool(Exception):
+    """A tool registered without an operation, or declared wrongly: a programming error, found at
+    start-up."""
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    fn: Body
+    operation: Operation
+    title: str
+    document: str | None = None
+    document_if: Callable[[str], bool] | None = None
+    limits: Mapping[str, str] = field(default_factory=dict)  # argument -> `Request` field
+
+    @property
+    def name(self) -> str:
+        return self.operation.name
+
+    def document_of(self, arguments: Mapping[str, Any]) -> str | None:
+        if self.document is None:
+            return None
+        value = arguments.get(self.document)
+        if value is None or (self.document_if is not None and not self.document_if(value)):
+            return None
+        return str(value)
+
+    def request_of(self, arguments: Mapping[str, Any]) -> Request:
+        return Request(**{field: arguments.get(arg) for arg, field in self.limits.items()})
+
+
+class ToolRegistry:
+    """The tools a server offers, each with its operation; `build` makes the SDK's `Tool`s."""
+
+    def __init__(self) -> None:
+        self.specs: dict[str, ToolSpec] = {}
+
+    def tool(
+        self,
+        *,
+        title: str,
+        document: str | None = None,
+        document_if: Callable[[str], bool] | None = None,
+        limits: Mapping[str, str] | None = None,
+    ) -> Callable[[Body], Body]:
+        def declare(fn: Body) -> Body:
+            name = fn.__name__
+            operation = OPERATIONS.get(name)
+            if operation is None or "://" in name:
+                raise UndeclaredTool(
+                    f"tool {name!r} has no operation in mcp_server/policy/operations.py (scope, document "
+                    "action, whether it signs, spends or changes): add one there first"
+                )
+            parameters = inspect.signature(fn).parameters
+            if CALL_PARAMETER not in parameters:
+                raise UndeclaredTool(f"tool {name!r} must take the call record as `{CALL_PARAMETER}`")
+            for argument in [document, *(limits or {})]:
+                if argument is not None and argument not in parameters:
+                    raise UndeclaredTool(f"tool {name!r} declares {argument!r}, which is not an argument")
+            if name in self.specs:
+                raise UndeclaredTool(f"tool {name!r} is registered twice")
+            self.specs[name] = ToolSpec(fn, operation, title, document, document_if, dict(limits or {}))
+            return fn
+
+        return declare
+
+    def build(self, runner: ToolRunner) -> list[Tool]:
+        return [OwnedTool.owned(spec, runner) for spec in self.specs.values()]
+
+
+class OwnedTool(Tool):
+    """The SDK's `Tool` (name, schemas, annotations for `tools/list`) whose `run` is the adapter's."""
+
+    spec: Any = Field(default=None, exclude=True)
+    runner: Any = Field(default=None, exclude=True)
+
+    @classmethod
+    def owned(cls, spec: ToolSpec, runner: ToolRunner) -> OwnedTool:
+        tool = cls.from_function(
+            spec.fn,
+            name=spec.name,
+            title=spec.title,
+            context_kwarg=CALL_PARAMETER,  # not an argument: the adapter passes the `Call`
+            annotations=spec.operation.annotations(),
+        )
+        assert isinstance(tool, OwnedTool)
+        tool.spec, tool.runner = spec, runner
+        return tool
+
+    async def run(
+        self, arguments: dict[str, Any], context: Context[Any, Any], convert_result: bool = False
+    ) -> CallToolResult:
+        runner: ToolRunner = self.runner
+        return await runner.call(self, arguments, context)
+
+
+class ToolRunner:
+    def __init__(self, admission: Admission, host: ServiceHost) -> None:
+        self.admission = admission
+        self.host = host
+
+    async def call(
+        self, tool: OwnedTool, arguments: dict[str, Any], context: Context[Any, Any]
+    ) -> CallToolResult:
+        spec: ToolSpec = tool.spec
+        call = Call(spec.name, dict(arguments), ctx=context)
+        error: MacroslowError | None = None
+        structured: dict[str, Any] | None = None
+        try:
+            model = await self._run(tool, spec, call, arguments)
+            result = ok_result(model)
+            structured = result.structured_content
+        except MacroslowError as exc:
+            log.info("tool %s refused: %s", spec.name, exc.code)
+            error = exc
+        except Exception:
+            log.exception("tool %s failed unexpectedly", spec.name)
+            error = InternalError(
+                f"{spec.name} failed unexpectedly inside the server; the failure is logged there"
+            )
+        if error is not None:
+            result = error_result(error)
+        if not await self._receipt(call, structured, error):
+            error = BackendUnavailable(
+                "the receipt for this call could not be written, so its result is withheld; try again shortly"
+            )
+            result = error_result(error)
+        observe(call, error.code if error is not None else "ok")
+        return result
+
+    async def refused_at_the_door(
+        self, name: str, arguments: dict[str, Any] | None, principal: Principal, exc: MacroslowError
+    ) -> None:
+        """A request the HTTP layer refused before it reached the SDK (403 insufficient_scope): the
+        same refusal (audit line, metric) as if an adapter had refused it, and for a tool call
+        (`arguments` not None) the same receipt."""
+        call = Call(name, arguments or {})
+        call.principal = principal
+        call.refuse(exc)
+        if arguments is None:
+            return
+        try:
+            call.attach(self.host.current())
+        except BackendUnavailable:
+            return
+        await self._receipt(call, None, exc)
+        observe(call, exc.code)
+
+    async def _receipt(
+        self, call: Call, structured: dict[str, Any] | None, error: MacroslowError | None
+    ) -> bool:
+        """Append the call's receipt; False when it could not be written (logged)."""
+        if call._services is None:  # the server is not open: there is no ledger to write to
+            return True
+        services = call.services
+        draft = call_draft(
+            call, result=structured, error=error, payloads=services.settings.receipt_payloads == "redacted"
+        )
+        try:
+            await anyio.to_thread.run_sync(services.ledger.append, draft)
+        except MacroslowError as exc:
+            log.error("tool %s: receipt not written (%s); result withheld", call.name, exc.code)
+            return False
+        return True
+
+    async def _run(self, tool: OwnedTool, spec: ToolSpec, call: Call, arguments: dict[str, Any]) -> BaseModel:
+        call.attach(self.host.current())  # not open: no receipt can be written, nothing to refuse
+        try:
+            call.principal = await self.admission.identify()
+            call.operation = await call.services.guard.admit(call.principal, spec.name)
+            try:
+                validated = tool.fn_metadata.validate_arguments(arguments)
+            except ValidationError as exc:
+                raise invalid_arguments(spec.name, exc) from None
+        except MacroslowError as exc:
+            raise call.refuse(exc) from None
+        call.decide(document=spec.document_of(validated), request=spec.request_of(validated))
+        model = await spec.fn(**validated, **{CALL_PARAMETER: call})
+        if not isinstance(model, BaseModel):  # pragma: no cover - the declaration's return type
+            raise TypeError(f"tool {spec.name} returned {type(model).__name__}, not its result model")
+        return model
+
+
+def observe(call: Call, outcome: str) -> None:
+    """Metrics and one structured log line per call: who, which tool, outcome, duration; never
+    arguments, documents or tokens."""
+    seconds = call.seconds
+    tool = metrics.label(call.name)
+    metrics.TOOL_CALLS.labels(tool, metrics.label(outcome)).inc()
+    metrics.TOOL_LATENCY.labels(tool).observe(seconds)
+    principal = call.principal
+    calls_log.info(
+        "tool %s: %s",
+        call.name,
+        outcome,
+        extra={
+            "request_id": request_id.get(),
+            "sub": principal.sub if principal is not None else None,
+            "tool": call.name,
+            "outcome": outcome,
+            "duration_ms": round(seconds * 1000, 3),
+        },
+    )

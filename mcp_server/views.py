@@ -1,0 +1,140 @@
+"""What callers are shown of a job or a receipt: the pydantic views shared by tools, resources and
+the CLI (a tool result and the resource for the same thing say the same).
+
+- `QuantumJob` (from `run_quantum_circuit`, `cancel_job` and `jobs://<id>`), `JobSummary` (`jobs://`);
+- `ReceiptEntry` (from `list_receipts` and `macroslow-mcp receipts list`).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from mcp_server.ledger.receipts import Receipt, json_digest
+from mcp_server.quantum.store import Job
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class QuantumJob(BaseModel):
+    """A quantum job: what ran, where, and (once it succeeded) the counts."""
+
+    job_id: str
+    status: str = Field(description="queued, running, succeeded, failed, cancelled or interrupted.")
+    resource: str = Field(description="Read this resource for the job's status later: jobs://<id>.")
+    backend: str = Field(description="local (the Aer simulator) or azure.")
+    target: str = Field(description="aer, or the Azure Quantum target.")
+    qubits: int
+    depth: int
+    gate_counts: dict[str, int]
+    shots: int
+    seed: int | None = Field(description="Simulator seed (local jobs always have one, so runs repeat).")
+    method: str | None = Field(description="Simulation method used (statevector, stabilizer, ...).")
+    circuit_digest: str = Field(description="sha256 of the circuit source as submitted.")
+    document_id: str | None = None
+    counts: dict[str, int] | None = Field(
+        default=None, description="Bitstring (qubit 0 rightmost) -> times measured; when succeeded."
+    )
+    probabilities: dict[str, float] | None = None
+    counts_digest: str | None = Field(default=None, description="sha256 of the counts as canonical JSON.")
+    duration_seconds: float | None = Field(default=None, description="From submission to the end.")
+    created_at: str
+    finished_at: str | None = None
+    error: dict[str, Any] | None = Field(default=None, description="Why it failed, was cancelled or stopped.")
+    measured_all_added: bool | None = Field(
+        default=None, description="The circuit had no measurement, so every qubit was measured at the end."
+    )
+    message: str | None = None
+
+    @classmethod
+    def from_job(cls, job: Job, **extra: Any) -> QuantumJob:
+        counts = (job.result or {}).get("counts")
+        total = sum(counts.values()) if counts else 0
+        message = None
+        if not job.status.final:
+            message = f"still {job.status.value}; read jobs://{job.id} (or subscribe to it) for the result"
+        return cls(
+            job_id=job.id,
+            status=job.status.value,
+            resource=f"jobs://{job.id}",
+            backend=job.backend,
+            target=job.target,
+            qubits=job.qubits,
+            depth=job.depth,
+            gate_counts=job.gate_counts,
+            shots=job.shots,
+            seed=job.seed,
+            method=job.method,
+            circuit_digest=job.circuit_digest,
+            document_id=job.document_id,
+            counts=counts,
+            probabilities={k: v / total for k, v in sorted(counts.items())} if counts and total else None,
+            counts_digest=json_digest(counts) if counts is not None else None,
+            duration_seconds=round(job.finished_at - job.created_at, 6) if job.finished_at else None,
+            created_at=iso(job.created_at),
+            finished_at=iso(job.finished_at) if job.finished_at else None,
+            error=job.error,
+            message=message,
+            **extra,
+        )
+
+
+class JobSummary(BaseModel):
+    job_id: str
+    status: str
+    backend: str
+    target: str
+    qubits: int
+    shots: int
+    created_at: str
+    resource: str
+
+    @classmethod
+    def from_job(cls, job: Job) -> JobSummary:
+        return cls(
+            job_id=job.id,
+            status=job.status.value,
+            backend=job.backend,
+            target=job.target,
+            qubits=job.qubits,
+            shots=job.shots,
+            created_at=iso(job.created_at),
+            resource=f"jobs://{job.id}",
+        )
+
+
+class ReceiptEntry(BaseModel):
+    id: str
+    uri: str = Field(description="receipts://<id>: the receipt as a .mu Markdown document.")
+    seq: int = Field(description="Its place (leaf index) in the Merkle log.")
+    created_at: str
+    principal: str
+    tool: str
+    action: str | None
+    decision: Literal["allowed", "denied"] | str
+    outcome: str
+    reason: str | None
+    document_id: str | None
+    document_digest: str | None
+    arguments_digest: str | None
+    result_digest: str | None
+    backend_job_id: str | None
+    attestation: str | None = Field(
+        default=None, description="What a backend run attests (canonical JSON), e.g. a quantum job's."
+    )
+    duration_ms: float
+    leaf_hash: str
+
+    @classmethod
+    def from_receipt(cls, receipt: Receipt, leaf_hash: bytes) -> ReceiptEntry:
+        data = receipt.__dict__
+        return cls(
+            **{k: v for k, v in data.items() if k in cls.model_fields},
+            uri=f"receipts://{receipt.id}",
+            duration_ms=receipt.duration_us / 1000,
+            leaf_hash=leaf_hash.hex(),
+        )

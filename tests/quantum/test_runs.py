@@ -1,0 +1,77 @@
+"""`plan_run`: the rules of `run_quantum_circuit`'s arguments, tested without a client."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from mcp_server.calls import Call
+from mcp_server.errors import InvalidDocument, RequestTooLarge
+from mcp_server.home import open_keys
+from mcp_server.policy.operations import OPERATIONS
+from mcp_server.quantum.runs import DEFAULT_SHOTS, plan_run
+from mcp_server.server import build_server
+from mcp_server.services import Services
+from mcp_server.settings import Settings
+from mcp_server.signing import sign_document
+
+pytestmark = pytest.mark.anyio
+MAX = 10_000
+
+BELL = (
+    'OPENQASM 2.0;\ninclude "qelib1.inc";\nqreg q[2];\ncreg c[2];\nh q[0];\ncx q[0],q[1];\nmeasure q -> c;\n'
+)
+
+
+def admitted(services: Services, settings: Settings) -> Call:
+    """A call the adapter admitted: identified (the local principal), with the open services."""
+    call = Call("run_quantum_circuit", {})
+    call.attach(services)
+    call.principal = build_server(settings).admission.local_principal
+    call.operation = OPERATIONS["run_quantum_circuit"]
+    return call
+
+
+async def test_text_defaults_and_limits(make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings(max_shots=5000)
+    async with build_server(settings).host.open() as services:
+        plan = await plan_run(
+            admitted(services, settings),
+            services.jobs,
+            source=BELL,
+            shots=None,
+            backend="local",
+            max_bytes=MAX,
+        )
+        assert (plan.shots, plan.circuit.qubits, plan.choice.backend, plan.document_id) == (
+            DEFAULT_SHOTS,
+            2,
+            "local",
+            None,
+        )
+        over = admitted(services, settings)
+        with pytest.raises(RequestTooLarge):
+            await plan_run(over, services.jobs, source=BELL, shots=5001, backend="local", max_bytes=MAX)
+        assert over.denial is not None  # a limit is a refusal: the receipt will say denied
+        bad = admitted(services, settings)
+        with pytest.raises(InvalidDocument, match="backend"):
+            await plan_run(bad, services.jobs, source=BELL, shots=None, backend="moon", max_bytes=MAX)
+        assert bad.denial is None  # a malformed argument is a failure, not a refusal
+
+
+async def test_a_workflow_brings_its_shots_and_bounds_its_run(
+    make_settings: Callable[..., Settings], example_text: str
+) -> None:
+    settings = make_settings()
+    signed = sign_document(example_text, open_keys(settings)).signed_document
+    async with build_server(settings).host.open() as services:
+        call = admitted(services, settings)
+        call.decide(document=signed)
+        plan = await plan_run(call, services.jobs, source=signed, shots=None, backend="local", max_bytes=MAX)
+        assert plan.shots == 1024 and plan.document_id == "urn:uuid:6f1c2a3e-8b4d-4e7a-9c1f-2d3b4a5c6e7f"
+        greedy = admitted(services, settings)
+        greedy.decide(document=signed)
+        with pytest.raises(RequestTooLarge, match=r"requires\.shots"):
+            await plan_run(greedy, services.jobs, source=signed, shots=2048, backend="local", max_bytes=MAX)
+        assert greedy.denial is not None
