@@ -9,21 +9,10 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, fiel
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from mcp_server.crypto.mldsa import DEFAULT_ALGORITHM, Algorithm
+from mcp_server.policy.operations import ALL_SCOPES
 
 MiB = 1024 * 1024
 
-# Every scope a tool or resource can require (the policy layer maps each tool to one of them).
-ALL_SCOPES = (
-    "maml:read",
-    "maml:sign",
-    "maml:encrypt",
-    "maml:decrypt",
-    "quantum:run",
-    "quantum:read",
-    "openai:query",
-    "receipts:read",
-    "receipts:audit",  # see every caller's receipts, not only one's own
-)
 LOCAL_ISSUER = "https://macroslow-mcp.invalid/local-issuer"
 
 

@@ -1,35 +1,18 @@
 """MCP tool adapters: one module per tool, each declaring its tool with `register(tools)`.
 
+Every module in this package is a tool: `register_all` finds them (no list to keep), in name order.
 A tool's name must have an operation in `mcp_server/policy/operations.py`; the adapter
 (`mcp_server.adapters.tools`) guards, validates, receipts and shapes every call.
 """
 
 from __future__ import annotations
 
-from mcp_server.adapters import ToolRegistry
-from tools import (
-    cancel_job,
-    decrypt_maml,
-    encrypt_maml,
-    list_receipts,
-    query_openai,
-    run_quantum_circuit,
-    sign_maml,
-    validate_maml,
-    verify_maml,
-)
+from types import ModuleType
 
-MODULES = (
-    validate_maml,
-    sign_maml,
-    verify_maml,
-    list_receipts,
-    run_quantum_circuit,
-    cancel_job,
-    query_openai,
-    encrypt_maml,
-    decrypt_maml,
-)
+from mcp_server.adapters import ToolRegistry
+from mcp_server.adapters.discovery import modules_of
+
+MODULES: tuple[ModuleType, ...] = modules_of(__name__, __path__)
 
 
 def register_all(tools: ToolRegistry) -> None:

@@ -14,8 +14,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
-from mcp_types import ToolAnnotations
+from mcp_server.policy.access import AUDIT_SCOPE
+
+if TYPE_CHECKING:
+    from mcp_types import ToolAnnotations
 
 
 class DocumentAction(StrEnum):
@@ -43,6 +47,8 @@ class Operation:
 
     def annotations(self) -> ToolAnnotations:
         """The MCP tool annotations, derived from what the operation does."""
+        from mcp_types import ToolAnnotations
+
         read_only = not self.changes_or_spends
         return ToolAnnotations(
             read_only_hint=read_only,
@@ -72,6 +78,9 @@ _OPERATIONS = (
     Operation("receipts://", "receipts:read"),
 )
 OPERATIONS: dict[str, Operation] = {op.name: op for op in _OPERATIONS}
+# Every scope a caller can be granted: the operations' scopes, and the audit scope (see everyone's
+# receipts and jobs, `policy.access`).
+ALL_SCOPES: tuple[str, ...] = (*dict.fromkeys(op.scope for op in _OPERATIONS), AUDIT_SCOPE)
 
 
 def is_resource_family(name: str) -> bool:
