@@ -9,10 +9,10 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from mcp_server import untrusted_json
 from mcp_server.crypto import mldsa
 from mcp_server.crypto.keys import KeyStore, check_key_id
 from mcp_server.errors import InvalidDocument, KeyStoreError, NotFound, SignatureInvalid
@@ -20,6 +20,10 @@ from mcp_server.maml import parser
 from mcp_server.maml.model import MamlDocument, SignatureBlock
 
 DETACHED_FORMAT = "maml-detached-signature/1"
+# Bounds on a detached signature's JSON (an ML-DSA-87 one is about 6.5 KB, flat): parse_detached.
+DETACHED_MAX_BYTES = 64 * 1024
+DETACHED_MAX_DEPTH = 16
+DETACHED_MAX_NUMBER_CHARS = 40
 
 
 def digest(data: bytes) -> str:
@@ -121,10 +125,18 @@ class Detached:
 
 
 def parse_detached(data: str | bytes) -> Detached:
+    """Read a detached signature (docs/maml.md, section 8): `SignatureInvalid` if it is not one,
+    `RequestTooLarge` over `DETACHED_MAX_BYTES`."""
     try:
-        obj = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SignatureInvalid(f"detached signature is not JSON: {exc}") from None
+        obj = untrusted_json.loads(
+            data,
+            max_bytes=DETACHED_MAX_BYTES,
+            max_depth=DETACHED_MAX_DEPTH,
+            max_number_digits=DETACHED_MAX_NUMBER_CHARS,
+            what="detached signature",
+        )
+    except InvalidDocument as exc:
+        raise SignatureInvalid(exc.message) from None
     if not isinstance(obj, dict) or obj.get("format") != DETACHED_FORMAT:
         raise SignatureInvalid(f"detached signature must be a JSON object with format {DETACHED_FORMAT!r}")
     try:

@@ -12,9 +12,16 @@ import pytest
 
 from mcp_server.crypto import mldsa
 from mcp_server.crypto.keys import KeyStore, TrustStore, _write_new, check_key_id
-from mcp_server.errors import InvalidDocument, KeyStoreError, NotFound
+from mcp_server.errors import InvalidDocument, KeyStoreError, NotFound, RequestTooLarge
 from mcp_server.maml import parser
-from mcp_server.signing import DETACHED_FORMAT, digest, inspect_signature, sign_detached, sign_document
+from mcp_server.signing import (
+    DETACHED_FORMAT,
+    DETACHED_MAX_BYTES,
+    digest,
+    inspect_signature,
+    sign_detached,
+    sign_document,
+)
 
 B64 = string.ascii_uppercase + string.ascii_lowercase + string.digits + "+/"
 PRINTABLE = "".join(chr(c) for c in range(0x20, 0x7F))
@@ -340,6 +347,40 @@ def test_detached_malformed(example_text: str, keystore: KeyStore, detached: str
     report = inspect_signature(example_text, keystore, detached=detached)
     assert not report.valid
     assert any(reason in r for r in report.reasons), report.reasons
+
+
+_FIELDS = '"format": "maml-detached-signature/1", "algorithm": "ML-DSA-65", "key_id": "x", "value": "x"'
+
+
+@pytest.mark.parametrize(
+    ("detached", "reason"),
+    [
+        ("{" + _FIELDS + ', "n": ' + "9" * 5000 + "}", "number longer than 40 characters"),
+        ("{" + _FIELDS + ', "n": ' + "[" * 20_000 + "]" * 20_000 + "}", "nested deeper than 16 levels"),
+        ("{" + _FIELDS + ', "n": NaN}', "has NaN"),
+        ("{" + _FIELDS + ', "n": 1e999999}', "too large"),
+        (b"\xff{}", "not UTF-8"),
+        ('{"a": "' + chr(0xD800) + '"}', "unpaired surrogates"),
+    ],
+    ids=["long-int", "deep", "nan", "huge-float", "not-utf8", "surrogate"],
+)
+def test_detached_signature_bombs_are_reasons(
+    example_text: str, keystore: KeyStore, detached: str | bytes, reason: str
+) -> None:
+    report = inspect_signature(example_text, keystore, detached=detached)
+    assert not report.valid
+    assert len(report.reasons) == 1 and report.reasons[0].startswith("signature_invalid: "), report.reasons
+    assert reason in report.reasons[0], report.reasons
+
+
+def test_detached_signature_size_cap(example_text: str, keystore: KeyStore) -> None:
+    sig = sign_detached(example_text, keystore)
+    padded = json.dumps({**sig, "note": "x" * (DETACHED_MAX_BYTES - len(json.dumps(sig)) - 20)})
+    assert len(padded) <= DETACHED_MAX_BYTES
+    assert inspect_signature(example_text, keystore, detached=padded).valid
+    with pytest.raises(RequestTooLarge) as info:
+        inspect_signature(example_text, keystore, detached=padded + " " * DETACHED_MAX_BYTES)
+    assert info.value.details["allowed"] == DETACHED_MAX_BYTES
 
 
 HEAD = '---\nmaml_version: "2.0"\nid: "urn:uuid:6f1c2a3e-8b4d-4e7a-9c1f-2d3b4a5c6e7f"\ntype: workflow\n'

@@ -50,8 +50,10 @@ def _entries(value: Any, field: str) -> list[str]:
     out: list[str] = []
     for entry in value:
         if not isinstance(entry, str) or not _ENTRY.fullmatch(entry):
+            shown = repr(entry)
+            shown = shown if len(shown) <= 80 else shown[:79] + "…"
             raise ValueError(
-                f"permissions.{field}: {entry!r} is not an entry; use agent://<sub>, scope:<scope>, "
+                f"permissions.{field}: {shown} is not an entry; use agent://<sub>, scope:<scope>, "
                 "role:<role>, gateway://<name> or *, optionally ending in *"
             )
         out.append(entry)

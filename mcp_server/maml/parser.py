@@ -12,7 +12,7 @@ the entry was cut from.
 
 from __future__ import annotations
 
-import json
+import functools
 import re
 from dataclasses import dataclass
 from functools import cached_property
@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from mcp_server import untrusted_json
 from mcp_server.errors import InvalidDocument, RequestTooLarge
 from mcp_server.maml import strict_yaml
 from mcp_server.maml.model import SECTION_NAMES, CodeBlock, FrontMatter, MamlDocument, Section
@@ -32,6 +33,11 @@ _SIGNATURE_FIELD = re.compile(
     re.VERBOSE,
 )
 _SIGNATURE_KEY = re.compile(r"[a-z_]+")
+# Bounds on the JSON of `## Input_Schema` / `## Output_Schema` blocks (docs/maml.md, section 5). The
+# schemas are later walked recursively (jsonschema), so their depth is bounded well below Python's
+# recursion limit; 64 levels is far more than any real schema uses.
+SCHEMA_MAX_DEPTH = 64
+SCHEMA_MAX_NUMBER_CHARS = 40
 _FENCE = re.compile(r"^(?P<indent> {0,3})(?P<fence>`{3,}|~{3,})(?P<info>.*)$")
 
 
@@ -86,8 +92,24 @@ class Split:
         return "".join(self.lines[1 : self.close])
 
 
+def _splitlines(text: str, piece: int = 65_536) -> list[str]:
+    """`text.splitlines(keepends=True)`, in pieces cut after a line feed (a safe place: the text's
+    line endings are normalised, so no CR precedes one), so that a 1 MiB text does not hold the GIL
+    for one long C call."""
+    if len(text) <= piece:
+        return text.splitlines(keepends=True)
+    lines: list[str] = []
+    start = 0
+    while start < len(text):
+        cut = text.find("\n", start + piece)
+        cut = len(text) if cut < 0 else cut + 1
+        lines += text[start:cut].splitlines(keepends=True)
+        start = cut
+    return lines
+
+
 def split(text: str) -> Split:
-    lines = text.splitlines(keepends=True)
+    lines = _splitlines(text)
     if not lines or lines[0].rstrip("\n") != DELIMITER:
         raise InvalidDocument(
             "a MAML document starts with a '---' line opening the YAML front matter", line=1
@@ -191,63 +213,133 @@ def _quoted_plainly(value: str) -> bool:
     return len(value) >= 2 and value[0] == value[-1] == '"' and '"' not in value[1:-1] and "\\" not in value
 
 
-def _body(lines: list[str], first: int) -> tuple[str | None, list[Section], list[CodeBlock]]:
+MAX_SECTIONS = 1000  # a workflow has a handful; each costs a model object, so the count is bounded
+MAX_CODE_BLOCKS = 1000
+
+
+def _too_many(what: str, allowed: int, line: int) -> RequestTooLarge:
+    return RequestTooLarge(
+        f"line {line}: more than {allowed} {what} in one document", requested=allowed + 1, allowed=allowed
+    )
+
+
+# The body reader works on positions in the body text, with regular expressions that find the lines
+# that matter (a heading, a title, what may open or close a fence) in one C-level pass each: plain
+# lines cost nothing in Python, and the number of lines that matter is bounded by the caps above.
+# Lines are what `str.splitlines` makes them (the parser's line numbers), so the scan runs over a copy
+# of the text with every other line separator turned into a line feed: same length, same positions.
+# (The scan never sees the text's own characters where it matters: lines are cut from the text.)
+_OTHER_SEPARATORS = re.compile("[\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+_AS_LINE_FEEDS = str.maketrans(dict.fromkeys("\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029", "\n"))
+_MARK = re.compile(r"^(?:## | {0,3}(?:`{3,}[^`\n]*$|~{3}))", re.MULTILINE)
+_TITLE = re.compile(r"^# [^\S\n]*\S", re.MULTILINE)  # a `# ` line with text: the title, before any section
+
+
+@functools.cache
+def _closer(marker: str) -> re.Pattern[str]:
+    """A line that closes a fence opened with `marker`: at most 3 spaces, then at least as many of the
+    marker's character, then only white space."""
+    return re.compile("^ {0,3}" + re.escape(marker[0]) + f"{{{len(marker)},}}" + r"[^\S\n]*$", re.MULTILINE)
+
+
+_WINDOW = 65_536  # characters one regex pass may cover: the GIL is released between passes
+
+
+def _search(pattern: re.Pattern[str], scan: str, at: int, stop: int) -> re.Match[str] | None:
+    """`pattern.search(scan, at, stop)` in windows of about `_WINDOW` characters, each ending after a
+    line feed (so `$` means what it means in the whole text): one pass over a whole 1 MiB document
+    would hold the GIL, and so stall the event loop, for tens of milliseconds."""
+    while at < stop:
+        window = scan.find("\n", min(at + _WINDOW, stop))
+        window = stop if window < 0 or window >= stop else window + 1
+        found = pattern.search(scan, at, window)
+        if found is not None:
+            return found
+        at = window
+    return None
+
+
+def _code(text: str, scan: str) -> str:
+    """A code block's text: its lines, each ended by a line feed (as the line-by-line reader made it)."""
+    if text == scan and (not text or text.endswith("\n")):
+        return text
+    return "".join(line if line.endswith("\n") else line + "\n" for line in text.splitlines(keepends=True))
+
+
+def _body(text: str, first_line: int) -> tuple[str | None, list[Section], list[CodeBlock]]:
+    """Title (`# ` with text, before any section), sections (`## `) and fenced code blocks of the body
+    `text`, whose first line is line `first_line` of the document."""
+    scan = text
+    if _OTHER_SEPARATORS.search(text):
+        # A CR before a LF is part of one line break (a CR then CRLF survives the normalisation to
+        # LF), kept as white space on its line; every other separator becomes a line feed.
+        scan = text.replace("\r\n", "\t\n").translate(_AS_LINE_FEEDS)
+    end = len(scan)
     title: str | None = None
     sections: list[Section] = []
     blocks: list[CodeBlock] = []
     current: str | None = None
-    section_start = 0
-    section_text: list[str] = []
-    fence: tuple[str, int, str, list[str]] | None = None  # (marker, line, language, code lines)
+    section_line, section_at = 0, 0
+    counted_to, counted = 0, first_line  # line numbers, counted incrementally (linear in all)
 
-    def close_section() -> None:
-        if current is not None:
-            sections.append(Section(name=current, line=section_start, text="".join(section_text).strip("\n")))
+    def line_number(at: int) -> int:
+        nonlocal counted_to, counted
+        counted += scan.count("\n", counted_to, at)
+        counted_to = at
+        return counted
 
-    for index in range(first, len(lines)):
-        raw = lines[index]
-        line = raw.rstrip("\n")
-        number = index + 1
-        if fence is not None:
-            marker, start, language, code = fence
-            stripped = line.rstrip()
-            closing = stripped.lstrip(" ")
-            if (
-                len(stripped) - len(closing) <= 3
-                and len(closing) >= len(marker)
-                and set(closing) == {marker[0]}
-            ):
-                blocks.append(CodeBlock(language=language, code="".join(code), section=current, line=start))
-                fence = None
-            else:
-                code.append(raw if raw.endswith("\n") else raw + "\n")
-            section_text.append(raw)
-            continue
-        match = _FENCE.match(line)
-        if match and not (match["fence"][0] == "`" and "`" in match["info"]):
-            info = match["info"].strip()
-            fence = (match["fence"], number, info.split()[0] if info else "", [])
-            section_text.append(raw)
-            continue
-        if line.startswith("# ") and title is None and current is None:
-            title = line[2:].strip() or None
+    def line_end(at: int) -> int:
+        """Where the line starting at `at` ends (its separator excluded)."""
+        found = scan.find("\n", at)
+        return end if found < 0 else found
+
+    at = 0
+    while at < end:
+        mark = _search(_MARK, scan, at, end)
+        stop = end if mark is None else mark.start()
+        if current is None and title is None:
+            found = _search(_TITLE, scan, at, stop)
+            if found is not None:
+                title = text[found.start() : line_end(found.start())][2:].strip()
+        if mark is None:
+            break
+        start = mark.start()
+        after = line_end(start)
+        line = text[start:after]
+        number = line_number(start)
+        following = min(after + 1, end)
+        fence = _FENCE.match(line)
+        if fence and not (fence["fence"][0] == "`" and "`" in fence["info"]):
+            info = fence["info"].strip()
+            closing = _search(_closer(fence["fence"]), scan, following, end)
+            if closing is None:
+                raise InvalidDocument("code block is not closed", line=number)
+            if len(blocks) == MAX_CODE_BLOCKS:
+                raise _too_many("code blocks", MAX_CODE_BLOCKS, number)
+            code = _code(text[following : closing.start()], scan[following : closing.start()])
+            blocks.append(
+                CodeBlock(language=info.split()[0] if info else "", code=code, section=current, line=number)
+            )
+            at = min(line_end(closing.start()) + 1, end)
             continue
         if line.startswith("## "):
-            close_section()
+            if len(sections) == MAX_SECTIONS:
+                raise _too_many("sections", MAX_SECTIONS, number)
+            if current is not None:
+                sections.append(
+                    Section(name=current, line=section_line, text=text[section_at:start].strip("\n"))
+                )
             current = line[3:].strip()
             if current in SECTION_NAMES and any(s.name == current for s in sections):
                 raise InvalidDocument(f"section '## {current}' appears twice", line=number)
-            section_start = number
-            section_text = []
-            continue
-        section_text.append(raw)
-    if fence is not None:
-        raise InvalidDocument("code block is not closed", line=fence[1])
-    close_section()
+            section_line, section_at = number, following
+        at = following
+    if current is not None:
+        sections.append(Section(name=current, line=section_line, text=text[section_at:].strip("\n")))
     return title, sections, blocks
 
 
-def _check_schema_sections(sections: list[Section], blocks: list[CodeBlock]) -> None:
+def _check_schema_sections(sections: list[Section], blocks: list[CodeBlock], limits: Limits) -> None:
     for name in ("Input_Schema", "Output_Schema"):
         section = next((s for s in sections if s.name == name), None)
         if section is None:
@@ -256,11 +348,18 @@ def _check_schema_sections(sections: list[Section], blocks: list[CodeBlock]) -> 
             if block.language.lower() not in ("json", ""):
                 continue
             try:
-                schema = json.loads(block.code)
-            except json.JSONDecodeError as exc:
-                raise InvalidDocument(
-                    f"'## {name}' code block is not JSON: {exc.msg}", line=block.line + exc.lineno
-                ) from None
+                schema = untrusted_json.loads(
+                    block.code,
+                    max_bytes=limits.max_bytes,
+                    max_depth=SCHEMA_MAX_DEPTH,
+                    max_number_digits=SCHEMA_MAX_NUMBER_CHARS,
+                    what=f"'## {name}' code block",
+                    line_offset=block.line,
+                )
+            except InvalidDocument as exc:
+                if exc.line is not None:
+                    raise
+                raise InvalidDocument(exc.message, line=block.line) from None  # at least the block
             if not isinstance(schema, dict):
                 raise InvalidDocument(f"'## {name}' must hold a JSON object (a JSON Schema)", line=block.line)
 
@@ -298,8 +397,9 @@ def parse_prepared(prepared: Prepared, limits: Limits, *, body: bool = True) -> 
     sections: list[Section] = []
     blocks: list[CodeBlock] = []
     if body:
-        title, sections, blocks = _body(prepared.parts.lines, prepared.parts.close + 1)
-        _check_schema_sections(sections, blocks)
+        parts = prepared.parts
+        title, sections, blocks = _body("".join(parts.lines[parts.close + 1 :]), parts.close + 2)
+        _check_schema_sections(sections, blocks, limits)
     return MamlDocument(
         front_matter=front,
         title=front.title or title,

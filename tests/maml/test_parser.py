@@ -504,3 +504,108 @@ def test_closing_fence_indented_four_spaces_does_not_close() -> None:
 
 def test_schema_block_language_is_case_insensitive() -> None:
     rejected(doc(body="# T\n## Input_Schema\n```JSON\n{nope\n```\n"), line=9, match="not JSON")
+
+
+# -- plain scalars and number bombs (docs/maml.md, section 2) ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("written", "value"),
+    [
+        ("3", 3),
+        ("-12", -12),
+        ("999999999999999999", 999_999_999_999_999_999),
+        ("2.5", 2.5),
+        ("1.5e+3", 1500.0),
+        ("017", "017"),
+        ("0x1A", "0x1A"),
+        ("1_000", "1_000"),
+        ("1:30", "1:30"),
+        (".inf", ".inf"),
+        (".nan", ".nan"),
+        ("1e3", "1e3"),
+        ("2025-10-18", "2025-10-18"),
+    ],
+)
+def test_plain_scalars_resolve_without_yaml_1_1(written: str, value: object) -> None:
+    extra = parser.parse(doc(f"x: {written}\nnested: {{k: [{written}]}}\n")).front_matter.model_extra
+    assert extra == {"x": value, "nested": {"k": [value]}}
+    assert type(extra["x"]) is type(value)
+
+
+@pytest.mark.parametrize(
+    ("written", "match"),
+    [
+        ("9" * 19, "at most 18 digits"),
+        ("-" + "9" * 5000, "at most 18 digits"),
+        ("1." + "0" * 18, "at most 18 digits"),
+        ("1.5e+1000", "3 in its exponent"),
+        ("1.0e+999", "too large"),
+    ],
+)
+def test_numbers_with_too_many_digits_are_refused(written: str, match: str) -> None:
+    rejected(doc(f"title: t\nx: {written}\n"), line=6, field="x", match=match)
+    rejected(doc(f"v:\n  w: [1, {written}]\n"), line=6, field="v.w[1]", match=match)
+    if len(written) < 1024 and not written.startswith("-"):  # YAML's limits on a plain key
+        rejected(doc(f"{written}: x\n"), line=5, field=None, match=match)
+    assert parser.parse(doc(f"x: '{written}'\n")).front_matter.model_extra == {"x": written}
+
+
+@pytest.mark.parametrize("written", ["0x20", "020", "1_0", "1:00", ".inf"])
+def test_requires_counts_refuse_other_number_forms(written: str) -> None:
+    rejected(doc(f"requires:\n  qubits: {written}\n"), line=5, field="requires.qubits", match="integer")
+
+
+def test_number_refusal_names_deep_sequence_items() -> None:
+    rejected(doc("a:\n  - 1\n  - [2, 99999999999999999999]\n"), line=7, field="a[1][1]", match="18 digits")
+
+
+def test_a_long_path_is_shortened_in_errors() -> None:
+    key = "k" * 1000
+    err = rejected(doc(f"? {key}\n: [1, *x]\n"), line=6, field=key[:199] + "…", match="aliases")
+    assert len(err.field or "") == 200
+
+
+def test_long_tag_is_shortened_in_errors() -> None:
+    err = rejected(doc(f"x: !{'t' * 5000} 1\n"), line=5, field="x", match="tags")
+    assert len(err.message) < 200
+
+
+def test_long_permission_entry_is_shortened_in_errors() -> None:
+    err = rejected(doc(f"permissions:\n  read: ['{'x' * 5000}']\n"), line=5, field="permissions.read")
+    assert len(err.message) < 400
+
+
+@pytest.mark.parametrize(
+    ("schema", "line", "match"),
+    [
+        ("[" * 100_000, 9, "nested deeper than 64 levels"),
+        ('{"a": ' + "9" * 5000 + "}", 9, "number longer than 40 characters"),
+        ('{"maximum": NaN}', 8, "has NaN"),
+        ('{"maximum": 1e999999}', 8, "too large"),
+        ('{"a":\n  -Infinity}', 8, "has -Infinity"),
+    ],
+)
+def test_schema_json_bombs(schema: str, line: int, match: str) -> None:
+    # lines: 5 ---, 6 # T, 7 ## Input_Schema, 8 fence, 9 the JSON
+    rejected(doc(body=f"# T\n## Input_Schema\n```json\n{schema}\n```\n"), line=line, match=match)
+
+
+def test_schema_json_at_the_depth_limit() -> None:
+    schema = '{"a": ' + "[" * 63 + "]" * 63 + "}"
+    assert parser.parse(doc(body=f"## Output_Schema\n```json\n{schema}\n```\n")).code_blocks
+
+
+def test_sections_and_code_blocks_are_counted() -> None:
+    """A document is a handful of sections and code blocks; a million of them at the size cap cost
+    seconds to model, so their number is bounded (request_too_large with the line)."""
+    from mcp_server.home import example_workflow
+
+    head = example_workflow().split("\n---\n", 1)[0] + "\n---\n"
+    parser.parse(head + "## S\n" * 999)
+    parser.parse(head + "## Code_Blocks\n" + "```x\n```\n" * 999)
+    with pytest.raises(RequestTooLarge, match="sections"):
+        parser.parse(head + "## S\n" * 1003)
+    with pytest.raises(RequestTooLarge, match="code blocks") as info:
+        parser.parse(head + "## Code_Blocks\n" + "```x\n```\n" * 1001)
+    assert info.value.details == {"requested": 1001, "allowed": 1000}
