@@ -2,27 +2,36 @@
 
 A token is accepted only when all of this holds, checked in this order:
 
-1. at most 16 KiB, three base64url parts, a JSON header with a string `alg` that is not `none`;
+1. at most 16 KiB of ASCII, three base64url parts; header and claims are JSON objects within the
+   bounds below (depth, number length), the header's `alg` a string that is not `none`;
 2. `kid`, when present, is 1-128 characters of `A-Z a-z 0-9 . _ -` (nothing path- or SQL-like);
 3. its (unverified) `iss` names a configured issuer; the header `alg` is on that issuer's allow-list;
+   the registered time claims `exp`, `nbf`, `iat` are JSON numbers from 0 to the year 9999 (a
+   string, boolean, NaN or overflowing number is refused, never coerced as PyJWT's `int()` would);
 4. a key of that issuer verifies it: found by `kid` (a JWKS refetch at most once per cooldown for an
    unknown `kid`), or the issuer's only key for that algorithm; the key's type must fit `alg`;
-5. PyJWT checks the signature and the claims: `exp`, `iss`, `aud` required; `exp` and `nbf` with a
-   small leeway; `aud` must be this server's audience; HMAC secrets shorter than 32 bytes refused;
+5. PyJWT checks the signature and the claims: `exp`, `iss`, `aud` required; `exp`, `nbf` and `iat`
+   with the leeway; `aud` must be this server's audience; HMAC secrets shorter than 32 bytes refused;
 6. a `sub` claim is present; for Entra ID issuers with `tenant_id`, `tid` matches.
 
-Verified tokens are cached (keyed by their SHA-256, until they expire), so each is verified once.
+Verified tokens are cached (keyed by their SHA-256) until `exp` + leeway, the same instant a fresh
+verification would refuse them, so each is verified once; the cache holds at most `CACHE_ENTRIES`
+principals and `CACHE_BYTES` of (estimated) memory, least recently used first out. The SDK's bearer
+middleware is told the same deadline (`SdkTokenVerifier`), so HTTP and stdio agree on the leeway.
 Failures raise `Unauthenticated` with a reason that names no token content.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
-import json
+import http.client
 import logging
 import re
 import threading
 import time
+import urllib.parse
 import urllib.request
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -45,20 +54,38 @@ from jwt.exceptions import (
 )
 from mcp.server.auth.provider import AccessToken
 
+from mcp_server import untrusted_json
 from mcp_server.auth import local_issuer
 from mcp_server.auth.jws_mldsa import ALGORITHMS as MLDSA_JWS
 from mcp_server.auth.jws_mldsa import MLDSAJWSAlgorithm
 from mcp_server.auth.principal import Principal
 from mcp_server.crypto import mldsa
-from mcp_server.errors import BackendUnavailable, KeyStoreError, Unauthenticated
+from mcp_server.errors import (
+    BackendUnavailable,
+    InvalidDocument,
+    KeyStoreError,
+    MacroslowError,
+    RequestTooLarge,
+    Unauthenticated,
+)
 from mcp_server.settings import IssuerConfig, Settings
 
 log = logging.getLogger(__name__)
 
-MAX_TOKEN_BYTES = 16 * 1024
+# Bounds on what a caller (a token) or an identity provider (a JWKS document) can make us parse.
+MAX_TOKEN_BYTES = 16 * 1024  # the whole compact JWS, checked before anything is decoded
+MAX_TOKEN_DEPTH = 16  # nesting of the header and of the claims (Keycloak's resource_access: 4)
+MAX_NUMBER_DIGITS = 32  # the longest number literal in a header, claims or a JWKS
+MAX_TIMESTAMP = 253_402_300_799  # 9999-12-31T23:59:59Z: the latest exp, nbf or iat accepted
 MAX_JWKS_BYTES = 1024 * 1024
+MAX_JWKS_DEPTH = 16
+MAX_JWKS_KEYS = 100
+JWKS_FETCH_SECONDS = 10  # the whole download, however slowly the server trickles it
+CACHE_ENTRIES = 10_000  # verified tokens remembered
+CACHE_BYTES = 32 * 1024 * 1024  # and the (estimated) memory their principals may take
 _KID = re.compile(r"^[A-Za-z0-9._\-]{1,128}$")
-_CACHE_ENTRIES = 10_000
+_B64URL = re.compile(r"[A-Za-z0-9_-]*={0,2}")
+TIME_CLAIMS = ("exp", "nbf", "iat")
 
 HMAC_ALGORITHMS = {"HS256", "HS384", "HS512"}
 RSA_ALGORITHMS = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}
@@ -130,29 +157,41 @@ class Issuer:
         return keys
 
     def _fetch(self) -> None:
+        """Replace the JWKS keys with a fresh download; on any failure keep the keys known so far."""
         assert self.jwks_url is not None
         self.fetches += 1
         try:
-            with urllib.request.urlopen(self.jwks_url, timeout=5) as response:  # noqa: S310 (configured URL)
-                body = response.read(MAX_JWKS_BYTES + 1)
-            if len(body) > MAX_JWKS_BYTES:
-                raise ValueError("JWKS larger than 1 MiB")
-            document = json.loads(body)
-        except (OSError, ValueError, RecursionError) as exc:
-            log.warning("JWKS fetch from %s failed: %s", self.jwks_url, type(exc).__name__)
+            keys = self._parse_jwks(_download(self.jwks_url))
+        except (OSError, http.client.HTTPException, ValueError, InvalidDocument, RequestTooLarge) as exc:
+            reason = exc.message if isinstance(exc, MacroslowError) else type(exc).__name__
+            log.warning("JWKS fetch from %s failed: %s", self.jwks_url, reason)
             if not self._jwks:
                 raise BackendUnavailable("cannot fetch the token issuer's keys; try again later") from None
             return
-        keys: list[TrustedKey] = []
+        self._jwks = keys
+        self._fetched_at = time.monotonic()
+
+    def _parse_jwks(self, body: bytes) -> list[TrustedKey]:
+        document = untrusted_json.loads(
+            body,
+            max_bytes=MAX_JWKS_BYTES,
+            max_depth=MAX_JWKS_DEPTH,
+            max_number_digits=MAX_NUMBER_DIGITS,
+            what="JWKS document",
+        )
         listed = document.get("keys") if isinstance(document, dict) else None
-        for jwk in listed if isinstance(listed, list) else []:
+        if not isinstance(listed, list):
+            raise InvalidDocument("JWKS document has no 'keys' list")
+        if len(listed) > MAX_JWKS_KEYS:
+            raise InvalidDocument(f"JWKS document has more than {MAX_JWKS_KEYS} keys")
+        keys: list[TrustedKey] = []
+        for jwk in listed:
             parsed = _key_from_jwk(jwk)
             if parsed is not None:
                 parsed.algorithms &= self.algorithms
                 if parsed.algorithms:
                     keys.append(parsed)
-        self._jwks = keys
-        self._fetched_at = time.monotonic()
+        return keys
 
     def key_for(self, kid: str | None, alg: str) -> TrustedKey:
         candidates = [k for k in self._keys(kid, refresh=True) if alg in k.algorithms]
@@ -166,20 +205,47 @@ class Issuer:
         return candidates[0]
 
 
+def _download(url: str) -> bytes:
+    """The body at `url`: at most `MAX_JWKS_BYTES`, within `JWKS_FETCH_SECONDS` in all (a socket
+    timeout alone would let a server trickle a byte every few seconds for hours)."""
+    deadline = time.monotonic() + JWKS_FETCH_SECONDS
+    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 (configured http(s) URL)
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdecimal() and int(declared) > MAX_JWKS_BYTES:
+            raise InvalidDocument(f"JWKS document is larger than {MAX_JWKS_BYTES} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := response.read1(64 * 1024):
+            size += len(chunk)
+            if size > MAX_JWKS_BYTES:
+                raise InvalidDocument(f"JWKS document is larger than {MAX_JWKS_BYTES} bytes")
+            chunks.append(chunk)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"JWKS download took longer than {JWKS_FETCH_SECONDS} s")
+    if declared.isdecimal() and size != int(declared):
+        raise InvalidDocument("JWKS document ended before its Content-Length")  # a truncated body
+    return b"".join(chunks)
+
+
 def _key_from_jwk(jwk: Any) -> TrustedKey | None:
+    """A key of a JWKS entry, or None for an entry that is unusable, unfit or malformed."""
     if not isinstance(jwk, dict) or jwk.get("use", "sig") != "sig":
         return None
     kid = jwk.get("kid")
     if kid is not None and (not isinstance(kid, str) or not _KID.fullmatch(kid)):
         return None
+    kty = jwk.get("kty")
+    if not isinstance(kty, str):
+        return None
     try:
-        if jwk.get("kty") == "AKP":
+        if kty == "AKP":
             key: object = MLDSAJWSAlgorithm.from_jwk(jwk)
-        elif jwk.get("kty") == "oct":
+        elif kty == "oct":
             return None  # symmetric keys are never taken from a JWKS
         else:
             key = jwt.PyJWK(jwk).key
-    except (PyJWTError, ValueError, KeyStoreError):
+    except Exception:  # untrusted input into PyJWT and cryptography, which raise many kinds for it
+        # (ValueError, TypeError, KeyError, NotImplementedError for "alg": "none", ...): not a key
         return None
     algorithms = algorithms_for(key)
     if isinstance(jwk.get("alg"), str):
@@ -191,6 +257,8 @@ def _issuer_from_config(cfg: IssuerConfig, settings: Settings) -> Issuer:
     unknown = set(cfg.algorithms) - SUPPORTED
     if unknown or "none" in cfg.algorithms:
         raise ConfigurationError(f"issuer {cfg.issuer}: unsupported algorithms {sorted(unknown)}")
+    if cfg.jwks_url is not None and urllib.parse.urlsplit(cfg.jwks_url).scheme not in {"http", "https"}:
+        raise ConfigurationError(f"issuer {cfg.issuer}: jwks_url must be an http(s) URL")
     issuer = Issuer(
         issuer=cfg.issuer,
         algorithms=set(cfg.algorithms),
@@ -235,13 +303,106 @@ def _words(value: Any) -> Iterable[str]:
     return ()
 
 
+def _segment(part: str, what: str) -> Any:
+    """One base64url part of a compact JWS, decoded and parsed as bounded JSON.
+
+    At least as strict as PyJWT's own decoding (alphabet, at most two `=`), so the bytes PyJWT
+    parses again when it verifies are exactly the bytes checked here."""
+    stripped = part.rstrip("=")
+    if not _B64URL.fullmatch(part) or len(stripped) % 4 == 1 or (stripped != part and len(part) % 4):
+        raise Unauthenticated("malformed token: not a signed JWT")
+    try:
+        raw = base64.urlsafe_b64decode(stripped + "=" * (-len(stripped) % 4))
+        return untrusted_json.loads(
+            raw,
+            max_bytes=MAX_TOKEN_BYTES,
+            max_depth=MAX_TOKEN_DEPTH,
+            max_number_digits=MAX_NUMBER_DIGITS,
+            what=what,
+            unique_keys=True,  # RFC 7519 section 4: a claim named twice may be refused, and is
+        )
+    except binascii.Error:
+        raise Unauthenticated("malformed token: not a signed JWT") from None
+    except (InvalidDocument, RequestTooLarge) as exc:
+        problem = exc.message.removeprefix("line 1: ")  # a JWS part has one line
+        raise Unauthenticated(f"malformed token: {problem}") from None
+
+
+def _unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The header and claims of a compact JWS, not yet verified, each a JSON object within bounds."""
+    parts = token.split(".")
+    if not token.isascii() or len(parts) != 3 or not _B64URL.fullmatch(parts[2]):
+        raise Unauthenticated("malformed token: not a signed JWT")
+    header = _segment(parts[0], "token header")
+    claims = _segment(parts[1], "token payload")
+    if not isinstance(header, dict) or not isinstance(claims, dict):
+        raise Unauthenticated("malformed token: not a signed JWT")
+    return header, claims
+
+
+def _json_type(value: object) -> str:
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return "null" if value is None else "a number"
+
+
+def _check_time_claims(claims: dict[str, Any]) -> None:
+    """`exp`, `nbf` and `iat`, where present, are JSON numbers (RFC 7519 NumericDate) in range.
+
+    PyJWT would coerce them with `int()`: a string "1700000000" would pass its check, and we would
+    have no expiry to bound the cache with. Refused here, by name, never echoing the value."""
+    for name in TIME_CLAIMS:
+        if name not in claims or (name == "exp" and claims[name] is None):
+            continue  # a missing (or null) exp is PyJWT's 'lacks the required claim'
+        value = claims[name]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise Unauthenticated(
+                f"token claim {name!r} must be a JSON number of seconds since 1970, not {_json_type(value)}"
+            )
+        if not 0 <= value <= MAX_TIMESTAMP:  # finite: the parser refuses NaN and Infinity
+            raise Unauthenticated(f"token claim {name!r} is out of range (0 to the year 9999)")
+
+
+@dataclass(frozen=True)
+class _Cached:
+    principal: Principal
+    deadline: float  # exp + leeway: from this instant on the token is refused
+    weight: int  # estimated bytes
+
+
+def _weight(principal: Principal) -> int:
+    """Roughly the memory a cached principal holds: every string it took from the token, with the
+    overhead of a str object and a set slot each. Everything here came from a <= 16 KiB token, but
+    thousands of short scopes in one token take far more memory than the token did."""
+    strings = [principal.sub, principal.token_id or "", principal.client_id or ""]
+    strings += [*principal.scopes, *principal.roles]
+    return 512 + sum(len(s) + 96 for s in strings)
+
+
 class TokenAuthority:
     """Verifies bearer tokens against the configured issuers; returns a `Principal` or raises."""
 
-    def __init__(self, issuers: list[Issuer], leeway: int = 30) -> None:
+    def __init__(
+        self,
+        issuers: list[Issuer],
+        leeway: int = 30,
+        *,
+        cache_entries: int = CACHE_ENTRIES,
+        cache_bytes: int = CACHE_BYTES,
+    ) -> None:
         self.issuers = {i.issuer: i for i in issuers}
         self.leeway = leeway
-        self._cache: OrderedDict[str, Principal] = OrderedDict()
+        self.cache_entries = cache_entries
+        self.cache_bytes = cache_bytes
+        self._cache: OrderedDict[str, _Cached] = OrderedDict()
+        self._cache_weight = 0
+        self._purged_at = float("-inf")
         self._cache_lock = threading.Lock()
         self._jwt = jwt.PyJWT(options={"enforce_minimum_key_length": True})
         for name, algorithm in MLDSA_JWS.items():
@@ -269,20 +430,54 @@ class TokenAuthority:
     def _cache_key(token: str) -> str:
         return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
+    def deadline(self, principal: Principal) -> int | None:
+        """The instant (epoch seconds) from which `principal`'s token is refused: exp + leeway."""
+        return None if principal.expires_at is None else principal.expires_at + self.leeway
+
     def cached(self, token: str) -> Principal | None:
         """The principal of a token verified before, or None; raises if it has expired since."""
         if not isinstance(token, str) or len(token) > MAX_TOKEN_BYTES:
             return None
-        principal = self._cache.get(self._cache_key(token))
-        expires = principal.expires_at if principal is not None else None
-        if expires is not None and expires + self.leeway < time.time():
-            raise Unauthenticated("token expired; get a new one")
-        return principal
+        key = self._cache_key(token)
+        with self._cache_lock:
+            entry = self._cache.get(key)
+            if entry is None:
+                return None
+            if time.time() >= entry.deadline:  # what PyJWT decides: refused once exp <= now - leeway
+                self._forget(key)
+                raise Unauthenticated("token expired; get a new one")
+            self._cache.move_to_end(key)
+            return entry.principal
+
+    def _forget(self, key: str) -> None:
+        entry = self._cache.pop(key, None)
+        if entry is not None:
+            self._cache_weight -= entry.weight
+
+    def _remember(self, token: str, principal: Principal) -> None:
+        """Cache a verified principal until its deadline, within the entry and memory bounds."""
+        deadline = self.deadline(principal)
+        if deadline is None:
+            return  # cannot happen for a verified token (exp is required); never cache without one
+        entry = _Cached(principal, float(deadline), _weight(principal))
+        key = self._cache_key(token)
+        with self._cache_lock:
+            self._forget(key)
+            self._cache[key] = entry
+            self._cache_weight += entry.weight
+            if len(self._cache) > self.cache_entries or self._cache_weight > self.cache_bytes:
+                now = time.time()
+                if now - self._purged_at >= 1:  # a full sweep at most once a second
+                    self._purged_at = now
+                    for stale in [k for k, e in self._cache.items() if now >= e.deadline]:
+                        self._forget(stale)
+                while len(self._cache) > self.cache_entries or self._cache_weight > self.cache_bytes:
+                    self._forget(next(iter(self._cache)))  # least recently used
 
     def verify(self, token: str) -> Principal:
         """Return the token's principal, or raise `Unauthenticated` (or `BackendUnavailable`).
 
-        May fetch a JWKS (blocking, bounded by a 5 s timeout): async callers use `verify_async`.
+        May fetch a JWKS (blocking, bounded by `JWKS_FETCH_SECONDS`): async callers use `verify_async`.
         """
         if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_BYTES:
             raise Unauthenticated("bearer token missing or longer than 16 KiB")
@@ -290,10 +485,7 @@ class TokenAuthority:
         if principal is not None:
             return principal
         principal = self._verify(token)
-        with self._cache_lock:
-            self._cache[self._cache_key(token)] = principal
-            while len(self._cache) > _CACHE_ENTRIES:
-                self._cache.popitem(last=False)
+        self._remember(token, principal)
         return principal
 
     async def verify_async(self, token: str) -> Principal:
@@ -306,17 +498,13 @@ class TokenAuthority:
         return await anyio.to_thread.run_sync(self.verify, token)
 
     def _verify(self, token: str) -> Principal:
-        try:
-            header = jwt.get_unverified_header(token)
-            unverified = self._jwt.decode(token, options={"verify_signature": False})
-        except (PyJWTError, UnicodeError):  # UnicodeError: a str with lone surrogates cannot be encoded
-            raise Unauthenticated("malformed token: not a signed JWT") from None
+        header, unverified = _unverified(token)
         alg, kid = header.get("alg"), header.get("kid")
         if not isinstance(alg, str) or alg.lower() == "none":
             raise Unauthenticated("unsigned tokens (alg none) are refused")
         if kid is not None and (not isinstance(kid, str) or not _KID.fullmatch(kid)):
             raise Unauthenticated("malformed key id (kid) in the token header")
-        iss = unverified.get("iss") if isinstance(unverified, dict) else None
+        iss = unverified.get("iss")
         if not isinstance(iss, str):
             raise Unauthenticated("token lacks the required claim 'iss'")
         issuer = self.issuers.get(iss)
@@ -324,6 +512,7 @@ class TokenAuthority:
             raise Unauthenticated("the token's issuer is not trusted by this server")
         if alg not in issuer.algorithms:
             raise Unauthenticated(f"algorithm {alg[:16]!r} is not allowed for this issuer")
+        _check_time_claims(unverified)
         key = issuer.key_for(kid, alg)
         try:
             claims = self._jwt.decode(
@@ -356,6 +545,9 @@ class TokenAuthority:
             raise Unauthenticated("token lacks a usable 'sub' claim")
         if issuer.tenant_id is not None and claims.get("tid") != issuer.tenant_id:
             raise Unauthenticated("token is from another Entra ID tenant")
+        exp = claims.get("exp")
+        if isinstance(exp, bool) or not isinstance(exp, int | float):  # checked above; the same bytes
+            raise Unauthenticated("token lacks the required claim 'exp'")
         scopes = {*_words(claims.get("scope")), *_words(claims.get("scp"))}
         roles = set(_words(claims.get("roles")))
         if issuer.roles_as_scopes:
@@ -363,7 +555,6 @@ class TokenAuthority:
         jti = claims.get("jti") if isinstance(claims.get("jti"), str) else None
         clients = ("client_id", "azp", "appid")
         client = next((claims[c] for c in clients if isinstance(claims.get(c), str)), None)
-        exp = claims.get("exp")
         return Principal(
             sub=sub,
             issuer=issuer.issuer,
@@ -371,7 +562,7 @@ class TokenAuthority:
             roles=frozenset(roles),
             token_id=jti,
             client_id=client,
-            expires_at=int(exp) if isinstance(exp, int | float) else None,
+            expires_at=int(exp),  # as PyJWT compares it
         )
 
 
@@ -382,7 +573,10 @@ class PrincipalAccessToken(AccessToken):
 
 
 class SdkTokenVerifier:
-    """The SDK `TokenVerifier` for HTTP: failures become `None` (the SDK answers 401) and a log line."""
+    """The SDK `TokenVerifier` for HTTP: failures become `None` (the SDK answers 401) and a log line.
+
+    `AccessToken.expires_at` is the deadline (exp + leeway), not the token's `exp`: the SDK checks it
+    without leeway, and stdio (which has no such check) must not accept what HTTP refuses."""
 
     def __init__(self, authority: TokenAuthority) -> None:
         self.authority = authority
@@ -400,7 +594,9 @@ class SdkTokenVerifier:
             token="",  # never keep the raw token beyond verification
             client_id=principal.client_id or principal.sub,
             scopes=sorted(principal.scopes),
-            expires_at=principal.expires_at,
+            # The SDK's BearerAuthBackend refuses a token once `expires_at < time.time()`, with no
+            # leeway of its own: it is told exp + leeway, the deadline `TokenAuthority` enforces.
+            expires_at=self.authority.deadline(principal),
             subject=principal.sub,
             claims={"iss": principal.issuer},
             principal=principal,

@@ -7,6 +7,7 @@ for what it must not say: neither the token nor any of its header or claim value
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -40,6 +41,7 @@ from mcp_server.auth.tokens import (
     PrincipalAccessToken,
     SdkTokenVerifier,
     TokenAuthority,
+    TrustedKey,
 )
 from mcp_server.crypto import mldsa
 from mcp_server.errors import BackendUnavailable, Unauthenticated
@@ -475,7 +477,8 @@ def test_time_claims_with_leeway(
 
 @pytest.mark.parametrize("field", ["exp", "nbf", "iat"])
 def test_non_numeric_time_claim_refused(keys: Keys, rs256: TokenAuthority, field: str) -> None:
-    refused(rs256, sign(claims(**{field: "tomorrow"}), keys.rsa, "RS256"), "malformed token", exact=True)
+    token = sign(claims(**{field: "tomorrow"}), keys.rsa, "RS256")
+    refused(rs256, token, f"token claim {field!r} must be a JSON number of seconds since 1970, not a string")
 
 
 # -- JWKS server --------------------------------------------------------------------------------------
@@ -616,9 +619,8 @@ def test_malformed_kid_refused_without_fetch(keys: Keys, jwks_issuer: JWKSSetup,
 
 @pytest.mark.parametrize("kid", [7, 0, ["k1"], {"kid": "k1"}, True])
 def test_non_string_kid_refused_without_fetch(keys: Keys, jwks_issuer: JWKSSetup, kid: Any) -> None:
-    """PyJWT's header check refuses a non-string kid before tokens.py's own kid check can say so."""
     token = sign_raw({"alg": "RS256", "typ": "JWT", "kid": kid}, claims(), keys.rsa, "RS256")
-    refused(jwks_issuer.authority, token, "malformed token: not a signed JWT")
+    refused(jwks_issuer.authority, token, "malformed key id (kid) in the token header")
     assert jwks_issuer.issuer.fetches == 0
     assert jwks_issuer.server.requests == 0
 
@@ -726,12 +728,23 @@ def test_jwks_unavailable_at_first_use(
     assert setup.issuer.fetches == 1
 
 
-@pytest.mark.parametrize("document", [{"keys": []}, {"nokeys": 1}, [], "keys", {"keys": {"k1": {}}}])
+@pytest.mark.parametrize("document", [{"keys": []}, {"keys": [{}, 5, "k1", None, {"kty": 7}]}])
 def test_jwks_without_usable_keys_refuses(keys: Keys, jwks_issuer: JWKSSetup, document: Any) -> None:
     jwks_issuer.server.document = document
     refused(
         jwks_issuer.authority, sign(claims(), keys.rsa, "RS256", kid="k1"), "no key of the token's issuer"
     )
+    assert jwks_issuer.issuer.fetches == 1
+
+
+@pytest.mark.parametrize("document", [{"nokeys": 1}, [], "keys", {"keys": {"k1": {}}}, {"keys": None}])
+def test_jwks_that_is_not_a_key_set_is_a_failed_fetch(
+    keys: Keys, jwks_issuer: JWKSSetup, document: Any
+) -> None:
+    """Not a JWKS at all (an error page in JSON, say): like a fetch that failed, not 'no keys'."""
+    jwks_issuer.server.document = document
+    with pytest.raises(BackendUnavailable, match="cannot fetch the token issuer's keys"):
+        jwks_issuer.authority.verify(sign(claims(), keys.rsa, "RS256", kid="k1"))
     assert jwks_issuer.issuer.fetches == 1
 
 
@@ -912,7 +925,7 @@ def test_cached_token_refused_once_expired(
 def test_cache_entry_expiry_respects_leeway(rs256: TokenAuthority, age: int, fresh: bool) -> None:
     token = "opaque.cached.entry"
     principal = Principal(sub=SUB, issuer=ISS, expires_at=int(time.time()) - age)
-    rs256._cache[rs256._cache_key(token)] = principal
+    rs256._remember(token, principal)
     if fresh:
         assert rs256.verify(token) is principal
     else:
@@ -954,10 +967,10 @@ def local_mldsa(make_settings: SettingsFactory) -> tuple[TokenAuthority, str]:
         (lambda h, p, s: (h, p, ""), "token signature does not verify"),
         (lambda h, p, s: (h, _edit(p, sub="mallory"), s), "token signature does not verify"),
         (lambda h, p, s: (h, _edit(p, scope="maml:read maml:sign"), s), "token signature does not verify"),
-        (lambda h, p, s: (h, _edit(p, exp=2**40), s), "token signature does not verify"),
+        (lambda h, p, s: (h, _edit(p, exp=2**33), s), "token signature does not verify"),
         (lambda h, p, s: (_edit(h, typ="JWT"), p, s), "token signature does not verify"),
-        (lambda h, p, s: (h, _flip(p, 0), s), "malformed token: not a signed JWT"),
-        (lambda h, p, s: (_flip(h, 0), p, s), "malformed token: not a signed JWT"),
+        (lambda h, p, s: (h, _flip(p, 0), s), "malformed token: token payload is not JSON"),
+        (lambda h, p, s: (_flip(h, 0), p, s), "malformed token: token header is not JSON"),
         (lambda h, p, s: (h, p, s[:10] + "!" + s[11:]), "malformed token: not a signed JWT"),
     ],
 )
@@ -1004,13 +1017,16 @@ def test_token_of_exactly_16_kib_is_checked(keys: Keys, rs256: TokenAuthority) -
         ("x" * (MAX_TOKEN_BYTES + 1), "bearer token missing or longer than 16 KiB"),
         ("abc", "malformed token: not a signed JWT"),
         ("a.b.c", "malformed token: not a signed JWT"),
-        ("..", "malformed token: not a signed JWT"),
+        ("..", "malformed token: token header is not JSON"),
         ("a.b.c.d", "malformed token: not a signed JWT"),
         ("Bearer eyJhbGciOiJIUzI1NiJ9.e30.", "malformed token: not a signed JWT"),
         ("\u00e9.\u00e9.\u00e9", "malformed token: not a signed JWT"),
         (b64url(b"[]") + "." + b64json({}) + ".", "malformed token: not a signed JWT"),
-        (b64url(b"[" * 12_000) + "." + b64json({}) + ".", "malformed token: not a signed JWT"),
-        (b64json({"alg": "RS256"}) + "." + b64url(b"[" * 12_000) + ".", "malformed token: not a signed JWT"),
+        (b64url(b"[" * 12_000) + "." + b64json({}) + ".", "token header is nested deeper than 16 levels"),
+        (
+            b64json({"alg": "RS256"}) + "." + b64url(b"[" * 12_000) + ".",
+            "token payload is nested deeper than 16",
+        ),
         ("\ud800.x.y", "malformed token: not a signed JWT"),
         ("eyJ\udcff.e30.", "malformed token: not a signed JWT"),
     ],
@@ -1031,7 +1047,7 @@ async def test_sdk_verifier_returns_access_token_with_principal(keys: Keys, rs25
     assert access.principal == rs256.verify(token)
     assert access.principal.sub == SUB
     assert (access.client_id, access.subject, access.scopes) == ("cli-7", SUB, ["maml:read", "maml:sign"])
-    assert access.expires_at == access.principal.expires_at
+    assert access.expires_at == access.principal.expires_at + rs256.leeway  # the SDK has no leeway
     assert token not in access.model_dump_json()
 
 
@@ -1040,7 +1056,7 @@ async def test_sdk_verifier_returns_access_token_with_principal(keys: Keys, rs25
 async def test_sdk_verifier_returns_none_for_bad_token(keys: Keys, rs256: TokenAuthority, kind: str) -> None:
     token = {"garbage": "a.b.c", "forged": sign(claims(), keys.rsa2, "RS256")}.get(kind, "cached.but.expired")
     if kind == "expired in cache":
-        rs256._cache[rs256._cache_key(token)] = Principal(sub=SUB, issuer=ISS, expires_at=1)
+        rs256._remember(token, Principal(sub=SUB, issuer=ISS, expires_at=1))
     assert await SdkTokenVerifier(rs256).verify_token(token) is None
 
 
@@ -1050,3 +1066,328 @@ async def test_sdk_verifier_returns_none_when_jwks_is_down(keys: Keys, jwks_issu
     token = sign(claims(), keys.rsa, "RS256", kid="k1")
     assert await SdkTokenVerifier(jwks_issuer.authority).verify_token(token) is None
     assert jwks_issuer.issuer.fetches == 1
+
+
+# -- 14. registered time claims are JSON numbers (issue 14) -------------------------------------------
+
+
+@pytest.mark.parametrize("field", ["exp", "nbf", "iat"])
+@pytest.mark.parametrize(
+    ("value", "kind"),
+    [
+        ("NOW", "a string"),  # a numeric string: PyJWT's int() would have taken it
+        ("NOW.5", "a string"),
+        (" NOW", "a string"),
+        (True, "a boolean"),
+        (False, "a boolean"),
+        ([0], "an array"),
+        ({"t": 0}, "an object"),
+    ],
+)
+def test_time_claim_of_another_json_type_refused(
+    keys: Keys, rs256: TokenAuthority, field: str, value: Any, kind: str
+) -> None:
+    now = str(int(time.time()))
+    if isinstance(value, str):
+        value = value.replace("NOW", now)
+    token = sign(claims(**{field: value}), keys.rsa, "RS256")
+    refused(rs256, token, f"token claim {field!r} must be a JSON number of seconds since 1970, not {kind}")
+
+
+@pytest.mark.parametrize("field", ["exp", "nbf", "iat"])
+@pytest.mark.parametrize("value", [-1, -1.5, 253_402_300_800, 10**30, 1e300])
+def test_time_claim_out_of_range_refused(keys: Keys, rs256: TokenAuthority, field: str, value: Any) -> None:
+    token = sign(claims(**{field: value}), keys.rsa, "RS256")
+    refused(rs256, token, f"token claim {field!r} is out of range (0 to the year 9999)")
+
+
+@pytest.mark.parametrize(
+    ("literal", "reason"),
+    [
+        ("NaN", "token payload has NaN, which is not a JSON number"),
+        ("Infinity", "token payload has Infinity, which is not a JSON number"),
+        ("-Infinity", "token payload has -Infinity, which is not a JSON number"),
+        ("1e400", "token payload has a number too large to represent"),
+    ],
+)
+def test_time_claim_that_is_not_a_finite_number_refused(
+    keys: Keys, rs256: TokenAuthority, literal: str, reason: str
+) -> None:
+    payload = json.dumps(claims(exp=0)).replace('"exp": 0', f'"exp": {literal}')
+    signing_input = f"{b64json({'alg': 'RS256'})}.{b64url(payload.encode())}"
+    key = RSAAlgorithm(RSAAlgorithm.SHA256)
+    signature = key.sign(signing_input.encode(), keys.rsa)
+    refused(rs256, f"{signing_input}.{b64url(signature)}", f"malformed token: {reason}")
+
+
+def test_float_time_claims_accepted_and_exp_rounded_down(keys: Keys, rs256: TokenAuthority) -> None:
+    now = int(time.time())
+    principal = rs256.verify(sign(claims(exp=now + 300.9, nbf=now - 0.5, iat=now + 0.25), keys.rsa, "RS256"))
+    assert principal.expires_at == now + 300  # as PyJWT compares it: int(exp)
+
+
+def test_numeric_string_exp_is_not_cached_without_expiry(
+    keys: Keys, rs256: TokenAuthority, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The audit's case: `"exp": "<numeric string>"` was accepted, cached with no expiry, and still
+    served 45 s after it had expired. It is refused now, and nothing is cached for it."""
+    token = sign(claims(exp=str(int(time.time()) + 2)), keys.rsa, "RS256")
+    refused(rs256, token, "token claim 'exp' must be a JSON number")
+    assert rs256._cache == {}
+    later = time.time() + 2 + rs256.leeway + 45
+    monkeypatch.setattr(time, "time", lambda: later)
+    refused(rs256, token, "token claim 'exp' must be a JSON number")
+
+
+# -- 15. the cache: never past exp + leeway, and bounded -------------------------------------------
+
+
+def hs_authority(**cache: int) -> TokenAuthority:
+    issuer = Issuer(
+        issuer=ISS,
+        algorithms={"HS256"},
+        audiences=[AUD],
+        static_keys=[TrustedKey(None, SECRET.encode(), {"HS256"})],
+    )
+    return TokenAuthority([issuer], leeway=30, **cache)
+
+
+def test_cache_serves_until_exp_plus_leeway_and_not_an_instant_longer(
+    keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    authority = hs_authority()
+    exp = int(time.time()) + 60
+    token = sign(claims(exp=exp), SECRET, "HS256")
+    principal = authority.verify(token)
+    assert authority._cache[authority._cache_key(token)].deadline == exp + 30
+    monkeypatch.setattr(authority, "_verify", lambda _t: pytest.fail("the cache must decide"))
+    monkeypatch.setattr(time, "time", lambda: exp + 30 - 0.001)
+    assert authority.verify(token) is principal
+    monkeypatch.setattr(time, "time", lambda: exp + 30)
+    refused(authority, token, "token expired; get a new one")
+    assert authority._cache == {}  # the expired entry is dropped, not kept until evicted
+
+
+def test_cache_never_holds_a_principal_without_expiry() -> None:
+    authority = hs_authority()
+    authority._remember("opaque.no.exp", Principal(sub=SUB, issuer=ISS, expires_at=None))
+    assert authority._cache == {}
+
+
+def test_cache_entry_bound_evicts_the_least_recently_used() -> None:
+    authority = hs_authority(cache_entries=20)
+    tokens = [sign(claims(), SECRET, "HS256") for _ in range(60)]
+    kept = authority.verify(tokens[0])
+    for token in tokens[1:]:
+        authority.verify(token)
+        assert authority.cached(tokens[0]) is kept  # used all along: never the one evicted
+    assert len(authority._cache) == 20
+
+
+def test_cache_memory_bound_holds_for_tokens_with_thousands_of_scopes() -> None:
+    """An attacker with a valid identity can mint many tokens, each with ~1,500 short scopes (about
+    150 KB of strings once parsed from a 10 KB token): the cache's memory stays within its budget."""
+    import tracemalloc
+
+    budget = 1024 * 1024
+    authority = hs_authority(cache_bytes=budget)
+    scopes = " ".join(f"s{i:04}" for i in range(1500))
+    tokens = [sign(claims(scope=scopes, jti=f"j{n}"), SECRET, "HS256") for n in range(40)]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for token in tokens:
+            assert len(authority.verify(token).scopes) == 1500
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert authority._cache_weight <= budget
+    assert 1 <= len(authority._cache) < 40
+    assert held < 2 * budget, held
+
+
+def test_cache_over_its_bound_drops_expired_entries_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    authority = hs_authority(cache_entries=10)
+    now = time.time()
+    short = [sign(claims(exp=int(now) + 5), SECRET, "HS256") for _ in range(5)]
+    long = [sign(claims(exp=int(now) + 3600), SECRET, "HS256") for _ in range(5)]
+    for token in [*long, *short]:  # the long-lived ones are the oldest entries
+        authority.verify(token)
+    monkeypatch.setattr(time, "time", lambda: now + 60)
+    authority._remember("one.more.entry", Principal(sub=SUB, issuer=ISS, expires_at=int(now) + 3600))
+    assert len(authority._cache) == 6  # the 5 expired entries went; the 5 live and the new one stayed
+    assert all(authority.cached(token) is not None for token in long)
+
+
+# -- 16. bounds on what a token or a JWKS makes us parse ----------------------------------------------
+
+
+def _raw_hs256(header: bytes, payload: bytes) -> str:
+    signing_input = f"{b64url(header)}.{b64url(payload)}"
+    mac = hmac.new(SECRET.encode(), signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{b64url(mac)}"
+
+
+def _payload_with(member: str) -> bytes:
+    """Valid claims plus one more member, written as raw JSON text."""
+    return json.dumps(claims())[:-1].encode() + b', "x": ' + member.encode() + b"}"
+
+
+@pytest.mark.parametrize(
+    ("header", "payload", "reason"),
+    [
+        (
+            b'{"alg":"HS256"}',
+            _payload_with("9" * 5000),
+            "token payload has a number longer than 32 characters",
+        ),
+        (b'{"alg":"HS256"}', _payload_with("-" + "9" * 33), "token payload has a number longer than 32"),
+        (b'{"alg":"HS256"}', _payload_with("0." + "1" * 40), "token payload has a number longer than 32"),
+        (
+            b'{"alg":"HS256"}',
+            _payload_with("[" * 1000 + "]" * 1000),
+            "token payload is nested deeper than 16",
+        ),
+        (b'{"alg":"HS256"}', _payload_with('{"a":' * 16 + "1" + "}" * 16), "token payload is nested deeper"),
+        (b'{"alg":"HS256","x":' + b"9" * 5000 + b"}", b"{}", "token header has a number longer than 32"),
+        (b'{"alg":"HS256","x":' + b"[" * 1000 + b"]" * 1000 + b"}", b"{}", "token header is nested deeper"),
+        (b'{"alg":"HS256"}', b"\xff" + json.dumps(claims()).encode(), "token payload is not UTF-8"),
+        (b'\xef\xbb\xbf{"alg":"HS256"}', json.dumps(claims()).encode(), "token header is not JSON"),
+        (b'{"alg":"HS256","alg":"none"}', b"{}", "token header has the key 'alg' twice"),
+        (b'{"alg":"HS256"}', _payload_with('1, "exp": 2'), "token payload has the key 'exp' twice"),
+    ],
+)
+def test_token_json_bombs_refused_with_a_stable_reason(header: bytes, payload: bytes, reason: str) -> None:
+    authority = hs_authority()
+    error = refused(authority, _raw_hs256(header, payload), f"malformed token: {reason}")
+    assert error.code == "unauthenticated"
+
+
+def test_token_json_at_the_bounds_accepted() -> None:
+    """15 levels inside the claims object (16 in all) and a 32-digit number are still fine."""
+    authority = hs_authority()
+    member = '{"a":' * 14 + "[" + "9" * 32 + "]" + "}" * 14
+    assert authority.verify(_raw_hs256(b'{"alg":"HS256"}', _payload_with(member))).sub == SUB
+
+
+@pytest.mark.parametrize("token", ["\u00e9" * 10, "a.\u00e9.c", "eyJ\u0661.e30.x", "a.b.c\u00a0"])
+def test_non_ascii_token_refused_before_decoding(token: str) -> None:
+    refused(hs_authority(), token, "malformed token: not a signed JWT", exact=True)
+
+
+def test_max_token_bytes_is_checked_before_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mcp_server.auth import tokens
+
+    authority = hs_authority()
+    monkeypatch.setattr(tokens, "_unverified", lambda _t: pytest.fail("decoded an oversized token"))
+    refused(authority, "a" * (MAX_TOKEN_BYTES + 1), "bearer token missing or longer than 16 KiB")
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        (b'{"keys": [' + b"[" * 100 + b"]" * 100 + b"]}", "is nested deeper than 16 levels"),
+        (b'{"keys": [], "n": ' + b"7" * 5000 + b"}", "has a number longer than 32 characters"),
+        (b'{"keys": [], "n": NaN}', "has NaN, which is not a JSON number"),
+        (json.dumps({"keys": [{"kty": "RSA"}] * 101}).encode(), "has more than 100 keys"),
+        (b"\xef\xbb\xbf" + json.dumps({"keys": []}).encode(), "is not JSON"),
+    ],
+)
+def test_jwks_bombs_are_a_failed_fetch(
+    keys: Keys, make_settings: SettingsFactory, jwks: JWKSServer, body: bytes, problem: str, caplog: Any
+) -> None:
+    setup = jwks_setup(keys, make_settings, jwks)
+    jwks.raw = body
+    with pytest.raises(BackendUnavailable, match="cannot fetch the token issuer's keys"):
+        setup.authority.verify(sign(claims(), keys.rsa, "RS256", kid="k1"))
+    assert f"JWKS document {problem}" in caplog.text
+
+
+def test_jwks_bomb_after_success_keeps_the_old_keys(
+    keys: Keys, make_settings: SettingsFactory, jwks: JWKSServer
+) -> None:
+    setup = jwks_setup(keys, make_settings, jwks, cooldown=1)
+    assert setup.authority.verify(sign(claims(), keys.rsa, "RS256", kid="k1")).sub == SUB
+    jwks.raw = b'{"keys": [' + b"[" * 50_000 + b"]}"
+    time.sleep(1.1)
+    refused(setup.authority, sign(claims(), keys.rsa2, "RS256", kid="k9"), "no key of the token's issuer")
+    assert setup.issuer.fetches == 2
+    assert setup.authority.verify(sign(claims(), keys.rsa, "RS256", kid="k1")).sub == SUB
+
+
+def test_jwks_of_exactly_100_keys_accepted(
+    keys: Keys, make_settings: SettingsFactory, jwks: JWKSServer
+) -> None:
+    setup = jwks_setup(keys, make_settings, jwks)
+    jwks.keys.extend(rsa_jwk(keys.rsa2, f"other{n}") for n in range(98))
+    assert setup.authority.verify(sign(claims(), keys.rsa, "RS256", kid="k1")).sub == SUB
+    assert len(setup.issuer._jwks) == 100
+
+
+class RawHTTP:
+    """A loopback server that answers every connection with `script(conn)`, for broken HTTP."""
+
+    def __init__(self, script: Callable[[socket.socket], None]) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/jwks.json"
+        self.script = script
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                with contextlib.suppress(OSError):
+                    self.script(conn)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _short_body(conn: socket.socket) -> None:
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + json.dumps({"keys": []}).encode())
+
+
+def _garbage_status(conn: socket.socket) -> None:
+    conn.sendall(b"HELLO THERE\r\n\r\n")
+
+
+def _trickle(conn: socket.socket) -> None:
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n")
+    for _ in range(40):
+        conn.sendall(b" ")
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize(
+    "script", [_short_body, _garbage_status, _trickle], ids=["short", "status", "trickle"]
+)
+def test_jwks_broken_http_is_a_failed_fetch(
+    keys: Keys, make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch, script: Any
+) -> None:
+    """A body shorter than its Content-Length, a garbage status line (http.client.HTTPException, not
+    OSError: it used to escape `verify`), or a server trickling a byte at a time past the deadline."""
+    from mcp_server.auth import tokens
+
+    monkeypatch.setattr(tokens, "JWKS_FETCH_SECONDS", 1)
+    server = RawHTTP(script)
+    try:
+        cfg = IssuerConfig(issuer=ISS, algorithms=["RS256"], jwks_url=server.url)
+        authority = authority_for(make_settings, cfg)
+        started = time.monotonic()
+        with pytest.raises(BackendUnavailable, match="cannot fetch the token issuer's keys"):
+            authority.verify(sign(claims(), keys.rsa, "RS256", kid="k1"))
+        assert time.monotonic() - started < 4
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://idp.example/jwks.json", "jwks.json"])
+def test_jwks_url_must_be_http(make_settings: SettingsFactory, url: str) -> None:
+    with pytest.raises(ConfigurationError, match="jwks_url must be an http"):
+        authority_for(make_settings, IssuerConfig(issuer=ISS, algorithms=["RS256"], jwks_url=url))
