@@ -16,9 +16,11 @@ The adapter turns the finished record into exactly one receipt (`mcp_server.ledg
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -33,11 +35,12 @@ from mcp_server.signing import digest
 if TYPE_CHECKING:
     from mcp.server.mcpserver import Context
 
-    from mcp_server.quantum.store import Job
+    from mcp_server.quantum.jobs import Job
     from mcp_server.services import Services
 
 audit = logging.getLogger("mcp_server.audit")
 E = TypeVar("E", bound=MacroslowError)
+T = TypeVar("T")
 
 
 @dataclass(eq=False)
@@ -81,15 +84,17 @@ class Call:
         """The parsed document the policy checked (for tools that declare one)."""
         return self.decision.document if self.decision is not None else None
 
-    def decide(
+    async def decide(
         self, *, document: str | bytes | MamlDocument | None = None, request: Request | None = None
     ) -> Decision:
-        """The policy's document and limit checks for this admitted call (`Guard.decide`)."""
+        """The policy's document and limit checks for this admitted call (`Guard.decide`); a
+        document is parsed and its signature checked in the CPU pool."""
         assert self.operation is not None
+        decide = functools.partial(
+            self.services.guard.decide, self.caller, self.operation, document=document, request=request
+        )
         try:
-            decision = self.services.guard.decide(
-                self.caller, self.operation, document=document, request=request
-            )
+            decision = decide() if document is None else await self.services.cpu(decide)
         except MacroslowError as exc:
             raise self.refuse(exc) from None
         self.decision = decision
@@ -114,6 +119,10 @@ class Call:
         except MacroslowError as exc:
             raise self.refuse(exc) from None
 
+    async def cpu(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)` in the CPU pool (`Services.cpu`): for parsing, signing, verifying, sealing."""
+        return await self.services.cpu(fn, *args)
+
     async def progress(self, done: float, total: float, message: str) -> None:
         if self.ctx is not None:
             await self.ctx.report_progress(done, total, message)
@@ -126,7 +135,7 @@ class Call:
         self.document_digest = digest(document.canonical) if content else None
 
     def note_job(self, job: Job) -> None:
-        from mcp_server.quantum.service import attestation
+        from mcp_server.quantum.jobs import attestation
 
         self.backend_job_id = job.id
         self.attestation = attestation(job)

@@ -7,9 +7,11 @@ Errors are one line on stderr (`macroslow-mcp: <code>: <message>`) with a non-ze
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
+import stat
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -46,12 +48,27 @@ def _settings(args: argparse.Namespace) -> Any:
         raise CliError(f"configuration: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
 
 
-def _read(path: str) -> bytes:
+SMALL_FILE = 65_536  # key files and detached signatures
+
+
+def _read(path: str, limit: int) -> bytes:
+    """A regular file's bytes, at most `limit` of them: reading stops at `limit` + 1 bytes (a
+    device such as /dev/zero, or a file that grows, is never read whole) and more is refused."""
     try:
         with open(path, "rb") as fh:
-            return fh.read()
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise CliError(f"cannot read {path}: not a regular file")
+            data = fh.read(limit + 1)
     except OSError as exc:
         raise CliError(f"cannot read {path}: {exc.strerror}") from None
+    if len(data) > limit:
+        raise CliError(f"request_too_large: {path} is larger than {limit} bytes")
+    return data
+
+
+def _document(args: argparse.Namespace, path: str) -> bytes:
+    """A MAML document (or a file to seal), within MACROSLOW_MAX_DOCUMENT_BYTES."""
+    return _read(path, _limits(args).max_bytes)
 
 
 def _write(path: str, data: bytes) -> None:
@@ -173,7 +190,7 @@ def cmd_keys_trust(args: argparse.Namespace) -> int:
 
     keys = _keys(args)
     if os.path.exists(args.key):
-        public = load_public_pem(_read(args.key))
+        public = load_public_pem(_read(args.key, SMALL_FILE))
     else:
         public = keys.public_key(args.key)
         if public is None:
@@ -186,7 +203,7 @@ def cmd_keys_trust(args: argparse.Namespace) -> int:
 def cmd_keys_import(args: argparse.Namespace) -> int:
     from mcp_server.crypto.kem import load_public_pem
 
-    kid = _kem_keys(args).add_public(load_public_pem(_read(args.file)))
+    kid = _kem_keys(args).add_public(load_public_pem(_read(args.file, SMALL_FILE)))
     print(f"imported recipient key {kid}")
     return EXIT_OK
 
@@ -200,7 +217,7 @@ def cmd_keys_untrust(args: argparse.Namespace) -> int:
 def cmd_sign(args: argparse.Namespace) -> int:
     from mcp_server.signing import sign_detached, sign_document
 
-    data = _read(args.file)
+    data = _document(args, args.file)
     keys, limits = _keys(args), _limits(args)
     if args.detached:
         sig = sign_detached(data, keys, key_id=args.key, limits=limits)
@@ -218,7 +235,7 @@ def cmd_sign(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from mcp_server.signing import inspect_signature
 
-    data = _read(args.file)
+    data = _document(args, args.file)
     sig_path = args.signature
     if sig_path is None and os.path.exists(args.file + ".sig"):
         from mcp_server.maml import parser
@@ -228,7 +245,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         except Exception:
             embedded = True  # let inspect_signature explain what is wrong with the document
         sig_path = None if embedded else args.file + ".sig"
-    detached = _read(sig_path) if sig_path else None
+    detached = _read(sig_path, SMALL_FILE) if sig_path else None
     report = inspect_signature(data, _keys(args), detached=detached, limits=_limits(args))
     if args.json:
         print(json.dumps(report.__dict__, indent=2))
@@ -252,10 +269,10 @@ def cmd_seal(args: argparse.Namespace) -> int:
     recipients = []
     for key in args.to:
         if os.path.exists(key):
-            recipients.append(load_public_pem(_read(key)))
+            recipients.append(load_public_pem(_read(key, SMALL_FILE)))
         else:
             recipients += resolve_recipients([key], kem_keys, _keys(args))
-    sealed = seal(_read(args.file), recipients, limits=_limits(args))
+    sealed = seal(_document(args, args.file), recipients, limits=_limits(args))
     out = args.output or args.file + ".sealed"
     _write(out, sealed.encode("ascii"))
     ids = ", ".join(r.key_id for r in recipients)
@@ -264,10 +281,11 @@ def cmd_seal(args: argparse.Namespace) -> int:
 
 
 def cmd_open(args: argparse.Namespace) -> int:
-    from mcp_server.sealing import open_sealed
+    from mcp_server.sealing import max_sealed_bytes, open_sealed
     from mcp_server.signing import inspect_signature
 
-    opened = open_sealed(_read(args.file), _kem_keys(args), limits=_limits(args))
+    limits = _limits(args)
+    opened = open_sealed(_read(args.file, max_sealed_bytes(limits.max_bytes)), _kem_keys(args), limits=limits)
     if args.output:
         _write(args.output, opened.document.encode("utf-8"))
     else:
@@ -291,7 +309,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from mcp_server.errors import InvalidDocument
     from mcp_server.maml import parser
 
-    data = _read(args.file)
+    data = _document(args, args.file)
     try:
         doc = parser.parse(data, _limits(args))
     except InvalidDocument as exc:
@@ -306,6 +324,10 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    # Start-up allocates much and frees little: no cyclic garbage collection until the services are
+    # open (then what start-up made is frozen out of later collections), so the handshake is not
+    # slowed by collections that would find nothing (bench/coldstart.py).
+    gc.disable()
     from mcp_server.admission import CallerSource
     from mcp_server.auth.tokens import ConfigurationError
     from mcp_server.logs import configure
@@ -322,7 +344,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         server = build_server(settings, caller_source=source)
     except ConfigurationError as exc:
+        gc.enable()
         raise CliError(f"configuration: {exc}") from None
+    server.host.after_first_open.append(_collect_from_now_on)
     if args.transport == "stdio":
         server.run("stdio")
         return EXIT_OK
@@ -343,6 +367,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             os.environ["MACROSLOW_TOOLS"] = " ".join(settings.tools)
     serve_http(server, args.transport, host, port, workers)
     return EXIT_OK
+
+
+def _collect_from_now_on() -> None:
+    gc.freeze()
+    gc.enable()
 
 
 def cmd_token_mint(args: argparse.Namespace) -> int:
@@ -647,4 +676,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         _fail(str(exc), EXIT_USAGE)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
+    except Exception as exc:  # a bug: one line, not a traceback, unless asked for
+        if args.verbose:
+            raise
+        _fail(
+            f"internal_error: unexpected {type(exc).__name__}; rerun with --verbose for the details",
+            EXIT_USAGE,
+        )
     raise SystemExit(code)

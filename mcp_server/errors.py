@@ -13,6 +13,7 @@ backend (`raise ... from exc`); nothing else leaks out of `mcp_server`.
     ├── Unauthenticated                 unauthenticated      no or bad credentials
     ├── Forbidden                       forbidden            credentials fine, permission missing
     ├── RateLimited                     rate_limited         quota or budget spent; carries `retry_after`
+    │   └── BudgetSpent                 rate_limited         the caller's own rate or LLM budget: a refusal
     ├── BackendUnavailable              backend_unavailable  a backend (database, simulator, upstream) failed
     └── InternalError                   internal_error       a failure the server did not anticipate (a bug);
                                                              the details stay in the server's log
@@ -110,6 +111,11 @@ class RateLimited(MacroslowError):
     def __init__(self, message: str, *, retry_after: float, **details: Any) -> None:
         super().__init__(message, retry_after=round(retry_after, 3), **details)
         self.retry_after = retry_after
+
+
+class BudgetSpent(RateLimited):
+    """A caller's call rate or LLM token budget is spent: the policy refuses the call (as opposed
+    to an upstream saying it is busy, which is also `rate_limited`)."""
 
 
 class BackendUnavailable(MacroslowError):

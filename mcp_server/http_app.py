@@ -5,13 +5,23 @@ RFC 9728 metadata at `/.well-known/oauth-protected-resource/...`) and DNS-rebind
 In front of it, `ScopeGate`:
 
 - refuses a request body over `max_request_bytes` with 413 before reading or parsing it
-  (by `Content-Length`, or by counting a streamed body);
+  (by `Content-Length`, or by counting a streamed body), and one not received within
+  `http_body_timeout_seconds` with 408;
 - for `tools/call` and `resources/read` with a valid bearer token that lacks the operation's scope,
   answers 403 with `WWW-Authenticate: Bearer error="insufficient_scope", scope="<scope>"`, so a client
   can ask its authorization server for that scope (step-up). The decision is `Policy.check`, the same
   one the tool's guard makes again; requests it cannot judge (no or bad token, unknown tool, not
-  JSON) go on to the SDK, which answers them. A tool call refused here leaves the same receipt,
+  JSON, or JSON beyond the gate's bounds: nesting deeper than 256, a run of more than 4,300 digits)
+  go on to the SDK, which answers them (401; 400 for what its own parser refuses). The body is
+  parsed only once the token is verified. A tool call refused here leaves the same receipt,
   audit line and metric as one the tool adapter refuses (`ToolRunner.refused_at_the_door`).
+
+Around it: `Front` refuses a request with both `Content-Length` and `Transfer-Encoding` (400,
+RFC 9112 6.3); `OriginGate` (loopback binds, where the SDK's DNS-rebinding checks are on) refuses
+an `Origin` that is not exactly `scheme://host[:port]` of an allowed origin (403) and a `Host` that
+is not exactly an allowed host with an optional numeric port (421), before the SDK's own prefix
+matching sees them. Connection-level limits (slow headers, per-peer and total connections) are
+`mcp_server.http_limits`.
 
 Not receipted: requests without a valid token (401; an anonymous flood must not grow the ledger)
 and bodies over the size cap (413; never parsed, so no tool is known).
@@ -37,9 +47,11 @@ from mcp.server.transport_security import TransportSecuritySettings
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mcp_server import metrics
+from mcp_server import metrics, untrusted_json
 from mcp_server.admission import Admission, CallerSource
 from mcp_server.errors import Forbidden, MacroslowError
+from mcp_server.http_limits import ConnectionLimits, GuardedH11Protocol
+from mcp_server.http_limits import configure as configure_limits
 from mcp_server.logs import configure as configure_logs
 from mcp_server.logs import request_id
 from mcp_server.policy.operations import operation_for_uri
@@ -57,6 +69,24 @@ async def _respond(send: Send, status: int, body: dict[str, Any], headers: list[
     base = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": base + headers})
     await send({"type": "http.response.body", "body": data})
+
+
+# The gate's JSON bounds: a body beyond them is not judged here but passed on (the SDK's own parser
+# refuses nesting over 200 and integers over ~4,300 digits with 400), so every body the SDK accepts
+# is judged.
+_MAX_DEPTH = 256
+_MAX_NUMBER = 4300
+
+
+def _bounded_json(body: bytes, limit: int) -> Any:
+    """The body as JSON (`untrusted_json.loads`: depth and number length checked before parsing,
+    linear time), or None when it is not JSON or is beyond the gate's bounds."""
+    try:
+        return untrusted_json.loads(
+            body, max_bytes=limit, max_depth=_MAX_DEPTH, max_number_digits=_MAX_NUMBER, what="request body"
+        )
+    except MacroslowError:
+        return None
 
 
 def _operations(message: Any) -> list[tuple[str, dict[str, Any] | None]]:
@@ -87,6 +117,7 @@ class ScopeGate:
         self.paths = paths
         self.check_scopes = check_scopes
         self.limit = admission.settings.max_request_bytes
+        self.body_timeout = ConnectionLimits.from_settings(admission.settings).body_timeout
         self.metadata_url = str(build_resource_metadata_url(admission.settings.resource_url))  # type: ignore[arg-type]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -104,18 +135,23 @@ class ScopeGate:
             return
         chunks: list[bytes] = []
         size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.limit:
-                await _respond(send, 413, too_large, [(b"connection", b"close")])
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
+        with anyio.move_on_after(self.body_timeout) as body_timer:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > self.limit:
+                    await _respond(send, 413, too_large, [(b"connection", b"close")])
+                    return
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
+        if body_timer.cancelled_caught:
+            slow = {"error": "timeout", "error_description": f"body not received in {self.body_timeout:g} s"}
+            await _respond(send, 408, slow, [(b"connection", b"close")])
+            return
         body = b"".join(chunks)
         if self.check_scopes and await self._refuse_scope(body, headers, send):
             return
@@ -134,16 +170,13 @@ class ScopeGate:
         authorization = headers.get("authorization", "")
         if not authorization.lower().startswith("bearer "):
             return False
-        try:
-            operations = _operations(json.loads(body))
-        except ValueError:
-            return False
-        if not operations:
-            return False
-        try:
+        try:  # first: a body from a caller without a valid token is never parsed here
             principal = await self.admission.authority.verify_async(authorization[7:].strip())
         except MacroslowError:
             return False  # the SDK's bearer check answers 401
+        operations = _operations(_bounded_json(body, self.limit))
+        if not operations:
+            return False
         for name, arguments in operations:
             try:
                 self.admission.policy.check(principal, name)
@@ -195,6 +228,16 @@ class Front:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        names = {k.lower() for k, _ in scope["headers"]}
+        if b"content-length" in names and b"transfer-encoding" in names:
+            # RFC 9112 6.3: both framings at once is how requests are smuggled past a proxy; uvicorn
+            # (h11) would use the chunked one and keep the connection. Refused, connection closed.
+            body = {
+                "error": "invalid_request",
+                "error_description": "Content-Length and Transfer-Encoding together are refused",
+            }
+            await _respond(send, 400, body, [*_SECURITY_HEADERS, (b"connection", b"close")])
+            return
         path, method = scope["path"], scope["method"]
         if method in ("GET", "HEAD") and path in ("/healthz", "/readyz", "/metrics"):
             await self._observe(path, scope, send)
@@ -232,13 +275,25 @@ class Front:
         stack = AsyncExitStack()
         try:
             await stack.enter_async_context(self.host.open())
+            await self.host.ready()  # serve nothing until the services are open
         except Exception as exc:
+            await stack.aclose()
             log.error("cannot start: %s", exc)
             await receive()  # lifespan.startup
             await send({"type": "lifespan.startup.failed", "message": str(exc)})
             return
+        held: list[Message] = []
+
+        async def send_after_closing(message: Message) -> None:
+            if message["type"] == "lifespan.shutdown.complete":
+                held.append(message)  # uvicorn exits on it: first close the services (final checkpoint)
+                return
+            await send(message)
+
         async with stack:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, send_after_closing)
+        for message in held:
+            await send(message)
 
     async def _observe(self, path: str, scope: Scope, send: Send) -> None:
         headers = list(_SECURITY_HEADERS)
@@ -264,6 +319,63 @@ class Front:
             base = [(b"content-type", content_type.encode()), (b"content-length", str(len(data)).encode())]
             await send({"type": "http.response.start", "status": 200, "headers": base + headers})
             await send({"type": "http.response.body", "body": data})
+
+
+_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+_HOST = re.compile(r"(\[[0-9a-f:.]+\]|[a-z0-9.-]+)(?::([1-9][0-9]{0,4}))?")
+_ORIGIN = re.compile(r"(https?)://" + _HOST.pattern)
+SDK_PATHS = {"streamable-http": ("/mcp",), "sse": ("/sse", "/messages", "/messages/")}
+
+
+def _port_ok(port: str | None) -> bool:
+    return port is None or int(port) <= 65535
+
+
+class OriginGate:
+    """The SDK's DNS-rebinding checks match `http://localhost:*` as a prefix (`http://localhost:` +
+    anything: `http://localhost:1@evil.example` passes). In front of them, on the SDK's paths: an
+    `Origin` must be exactly `http://<loopback host>[:<port>]` or one of `cors_origins`, with no
+    userinfo, path, query, fragment, upper case or non-numeric port (else 403); a `Host` must be
+    exactly a loopback host with an optional numeric port (else 421). Absent headers are left to
+    the SDK (a missing Origin is allowed, a missing Host refused)."""
+
+    def __init__(self, app: ASGIApp, paths: tuple[str, ...], extra_origins: list[str]) -> None:
+        self.app = app
+        self.paths = paths
+        self.extra_origins = set(extra_origins)
+
+    def origin_ok(self, origin: str) -> bool:
+        if origin in self.extra_origins:
+            return True
+        parsed = _ORIGIN.fullmatch(origin)
+        return (
+            parsed is not None
+            and parsed[1] == "http"
+            and parsed[2] in _LOOPBACK_HOSTS
+            and _port_ok(parsed[3])
+        )
+
+    @staticmethod
+    def host_ok(host: str) -> bool:
+        parsed = _HOST.fullmatch(host)
+        return parsed is not None and parsed[1] in _LOOPBACK_HOSTS and _port_ok(parsed[2])
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] not in self.paths:
+            await self.app(scope, receive, send)
+            return
+        headers = [(k.lower(), v.decode("latin-1")) for k, v in scope["headers"]]
+        hosts = [v for k, v in headers if k == b"host"]
+        origins = [v for k, v in headers if k == b"origin"]
+        if len(hosts) > 1 or (hosts and not self.host_ok(hosts[0])):
+            body = {"error": "invalid_host", "error_description": "Host header not allowed"}
+            await _respond(send, 421, body, [(b"connection", b"close")])
+            return
+        if len(origins) > 1 or (origins and not self.origin_ok(origins[0])):
+            body = {"error": "invalid_origin", "error_description": "Origin header not allowed"}
+            await _respond(send, 403, body, [])
+            return
+        await self.app(scope, receive, send)
 
 
 def _transport_security(admission: Admission, host: str) -> TransportSecuritySettings | None:
@@ -295,6 +407,8 @@ def build_http_app(server: MacroslowServer, transport: Transport, host: str) -> 
     else:
         app = server.sse_app(max_request_body_size=limit, host=host, transport_security=security)
     app = ScopeGate(app, server, MESSAGE_PATHS[transport], check_scopes=admission.caller_source == "bearer")
+    if security is not None:
+        app = OriginGate(app, SDK_PATHS[transport], settings.cors_origins)
     if settings.cors_origins:
         app = CORSMiddleware(
             app,
@@ -314,6 +428,7 @@ def worker_app() -> ASGIApp:
 
     settings = Settings()
     configure_logs(settings.log_format, settings.log_level.upper())
+    configure_limits(ConnectionLimits.from_settings(settings))
     transport: Transport = "sse" if os.environ.get(WORKER_TRANSPORT) == "sse" else "streamable-http"
     source: CallerSource = "local" if os.environ.get(WORKER_SOURCE) == "local" else "bearer"
     server = build_server(settings, caller_source=source)
@@ -331,14 +446,22 @@ def serve_http(server: MacroslowServer, transport: Transport, host: str, port: i
     """Run the HTTP app with uvicorn (logs to stderr through the root logger; no access log).
 
     With `workers` > 1, uvicorn starts that many processes, each building its own server from the
-    environment (`worker_app`) and sharing the database; metrics then use a multi-process directory."""
+    environment (`worker_app`) and sharing the database; metrics then use a multi-process directory.
+
+    Connections go through `GuardedH11Protocol` (request-head deadline, per-peer and total caps; see
+    `mcp_server.http_limits`) instead of uvicorn's `limit_concurrency`, which counts idle connections
+    and so answered 503 to everyone once a few hundred idle ones were open. No WebSocket upgrades."""
+    limits = ConnectionLimits.from_settings(server.admission.settings)
+    configure_limits(limits)
     common: dict[str, Any] = {
         "host": host,
         "port": port,
         "log_level": server.admission.settings.log_level.lower(),
         "log_config": None,
         "access_log": False,
-        "limit_concurrency": 256,
+        "http": GuardedH11Protocol,
+        "ws": "none",
+        "timeout_keep_alive": limits.keep_alive,
         "timeout_graceful_shutdown": 10,
         "server_header": False,
     }

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from mcp.server.auth.settings import AuthSettings
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from mcp.server.subscriptions import InMemorySubscriptionBus
 
@@ -16,7 +17,7 @@ from mcp_server import __version__
 from mcp_server.adapters import ResourceRegistry, ToolRegistry, ToolRunner
 from mcp_server.admission import Admission, CallerSource
 from mcp_server.auth.tokens import SdkTokenVerifier
-from mcp_server.services import ServiceHost, Services
+from mcp_server.services import ServiceHost
 from mcp_server.settings import Settings
 from mcp_server.visibility import ScopeVisibility
 
@@ -30,7 +31,7 @@ key_error, not_found, unauthenticated, forbidden, rate_limited with retry_after,
 names the missing scope or document permission. Workflows you may read are at maml://workflows."""
 
 
-class MacroslowServer(MCPServer[Services]):
+class MacroslowServer(MCPServer[ServiceHost]):
     """The MCP server, with what the HTTP layer needs before the lifespan (`admission`), the host
     that opens and closes the services (`host`) and the tool runner (`runner`)."""
 
@@ -65,9 +66,9 @@ def build_server(
         }
 
     @asynccontextmanager
-    async def lifespan(_: MCPServer[Services]) -> AsyncIterator[Services]:
-        async with host.open() as services:
-            yield services
+    async def lifespan(_: MCPServer[ServiceHost]) -> AsyncIterator[ServiceHost]:
+        async with host.open() as opened:
+            yield opened
 
     declared = ToolRegistry()
     tools.register_all(declared)
@@ -81,7 +82,7 @@ def build_server(
         tools=declared.build(runner),
         lifespan=lifespan,
         log_level=_level(settings.log_level),
-        middleware=[ScopeVisibility(admission)],
+        middleware=[WarmUp(host), ScopeVisibility(admission)],
         subscriptions=bus,
         **auth,
     )
@@ -90,6 +91,21 @@ def build_server(
     server.runner = runner
     resources.register_all(ResourceRegistry(server, admission, host, bus))
     return server
+
+
+class WarmUp:
+    """`ServerMiddleware`: once the client says `notifications/initialized`, open the services (in
+    that notification's own task, so requests go on being answered meanwhile); the handshake itself
+    never waits for the database."""
+
+    def __init__(self, host: ServiceHost) -> None:
+        self.host = host
+
+    async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        result = await call_next(ctx)
+        if ctx.method == "notifications/initialized":
+            await self.host.warm_up()
+        return result
 
 
 def _issuer_url(settings: Settings) -> Any:

@@ -1,48 +1,65 @@
-"""`Services`: what the server's lifespan opens — keys, workflows, the database and ledger, the
-guard, quantum jobs and the LLM client — complete or not at all.
+"""`Services`: what the server opens — keys, workflows, the database and ledger, the guard, quantum
+jobs and the LLM client — complete or not at all.
 
-`ServiceHost.open()` is the typed lifespan: it opens every service, yields one `Services`, and
-closes them in reverse order (a final signed checkpoint first). If any step fails, what was already
-opened is closed again and the error propagates: there is no half-open state. The SSE transport
-enters the lifespan once per connection and the HTTP front keeps it open for the process, so
-`open()` is reference-counted: the first entry opens, the last exit closes.
+`ServiceHost.open()` is the typed lifespan. It yields the host at once, so a stdio server answers
+the MCP handshake without waiting for the database (and without importing SQLAlchemy, the ledger or
+the job service first); `ServiceHost.ready()` opens every service, once, and returns one
+`Services` — the adapters await it before any call, and the server starts it as soon as the client
+says `notifications/initialized`, so it is usually done before the first call arrives. The HTTP
+front awaits `ready()` before it accepts a request, so `/readyz` and a failed start mean what they
+did. If any step fails, what was already opened is closed again and the caller gets
+`backend_unavailable`; the next call tries again (at most every `RETRY_SECONDS`). There is no
+half-open state: a `Services` exists whole or not at all.
 
-The adapters read `host.current()`; outside an open lifespan it is `backend_unavailable`.
+The SSE transport enters the lifespan once per connection and the HTTP front keeps it open for the
+process, so `open()` is reference-counted: the last exit closes (a final signed checkpoint first).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import Engine, text
+import anyio
+import anyio.to_thread
 
-from mcp_server.crypto.kem import KemKeyStore
-from mcp_server.crypto.keys import KeyStore
 from mcp_server.errors import BackendUnavailable, MacroslowError
 from mcp_server.home import initialize, open_kem_keys, open_keys
-from mcp_server.ledger.drafts import job_draft
-from mcp_server.ledger.store import Ledger
 from mcp_server.maml.parser import Limits
-from mcp_server.policy.guard import Guard, Policy
-from mcp_server.quantum.service import JobService, Listener
 from mcp_server.settings import Settings
-from mcp_server.workflows import WorkflowDirectory
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from mcp_server.crypto.kem import KemKeyStore
+    from mcp_server.crypto.keys import KeyStore
+    from mcp_server.ledger.store import Ledger
     from mcp_server.llm.service import LlmService
+    from mcp_server.policy.guard import Guard, Policy
     from mcp_server.quantum.backends import RemoteBackend
-    from mcp_server.quantum.store import Job
+    from mcp_server.quantum.jobs import Job
+    from mcp_server.quantum.service import JobService, Listener
+    from mcp_server.workflows import WorkflowDirectory
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+RETRY_SECONDS = 2.0
 
 
 @dataclass(eq=False)
 class Services:
+    """Also the bounded pool for CPU-heavy work (`cpu`): parsing, signing, verifying, sealing and
+    listing workflows run there, off the event loop, so a costly call costs its own caller and
+    never stalls the transport, health checks or other callers' I/O. A call cancelled while its
+    work runs waits for that work (bounded: linear parsing under the size cap) and holds its place
+    in the pool meanwhile, so cancelling and retrying cannot pile up threads."""
+
     settings: Settings
     limits: Limits
     keys: KeyStore
@@ -52,6 +69,11 @@ class Services:
     guard: Guard
     jobs: JobService
     llm: LlmService
+    cpu_limiter: anyio.CapacityLimiter
+
+    async def cpu(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)` on a worker thread of the CPU pool."""
+        return await anyio.to_thread.run_sync(fn, *args, limiter=self.cpu_limiter)
 
     @functools.cached_property
     def kem_keys(self) -> KemKeyStore:
@@ -61,6 +83,8 @@ class Services:
     def check_ready(self) -> str | None:
         """None when ready to serve (the database answers a cheap query), else the reason.
         Blocking: call it from a thread."""
+        from sqlalchemy import text
+
         try:
             with self.engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
@@ -71,45 +95,114 @@ class Services:
 
 @dataclass(eq=False)
 class ServiceHost:
-    """Opens and closes `Services` for a server; `job_listeners` hear every job status change."""
+    """Opens and closes `Services` for a server; `job_listeners` hear every job status change;
+    `after_first_open` callables run once, after the first attempt to open (whether it worked)."""
 
     settings: Settings
     policy: Policy
     job_listeners: list[Listener] = field(default_factory=list)
+    after_first_open: list[Callable[[], None]] = field(default_factory=list)
     _services: Services | None = None
     _entered: int = 0
+    _lock: anyio.Lock | None = None
+    _failure: MacroslowError | None = None
+    _failed_at: float = 0.0
 
     def current(self) -> Services:
+        """The open services, without waiting; `backend_unavailable` when not (yet) open."""
         if self._services is None:
             raise BackendUnavailable("the server is starting or stopping; try again")
         return self._services
 
+    async def ready(self) -> Services:
+        """The open services, opening them first if need be (once, however many callers wait)."""
+        if self._services is not None:
+            return self._services
+        if self._entered == 0:
+            raise BackendUnavailable("the server is starting or stopping; try again")
+        if self._lock is None:
+            self._lock = anyio.Lock()
+        async with self._lock:
+            if self._services is not None:
+                return self._services
+            if self._failure is not None and time.monotonic() - self._failed_at < RETRY_SECONDS:
+                raise self._failure
+            try:
+                self._services = await _open(self.settings, self.policy, self.job_listeners)
+            except MacroslowError as exc:
+                log.error("cannot open the server's services: %s", exc)
+                self._failure, self._failed_at = exc, time.monotonic()
+                raise
+            except Exception:
+                log.exception("cannot open the server's services")
+                self._failure = BackendUnavailable(
+                    "the server could not open its services (see its log); try again shortly"
+                )
+                self._failed_at = time.monotonic()
+                raise self._failure from None
+            finally:
+                callbacks, self.after_first_open = self.after_first_open, []
+                for callback in callbacks:
+                    callback()
+            self._failure = None
+            return self._services
+
+    async def warm_up(self) -> None:
+        """Open the services now, ahead of the first call; a failure is logged, and the next call
+        tries again."""
+        with contextlib.suppress(MacroslowError):
+            await self.ready()
+
     def check_ready(self) -> str | None:
-        """See `Services.check_ready`; `not_started` before the lifespan opened. Blocking."""
+        """See `Services.check_ready`; `not_started` before the services are open. Blocking."""
         services = self._services
         return "not_started" if services is None else services.check_ready()
 
     @asynccontextmanager
-    async def open(self) -> AsyncIterator[Services]:
-        if self._entered == 0:
-            self._services = await _open(self.settings, self.policy, self.job_listeners)
+    async def open(self) -> AsyncIterator[ServiceHost]:
         self._entered += 1
         try:
-            yield self._services  # type: ignore[misc]  # set above, or by an earlier entry
+            yield self
         finally:
             self._entered -= 1
             if self._entered == 0:
-                services, self._services = self._services, None
-                if services is not None:
-                    await _close(services)
+                with anyio.CancelScope(shield=True):  # closing must finish, even when shutdown cancels
+                    if self._lock is not None:
+                        async with self._lock:  # an open under way finishes first, then is closed
+                            services, self._services = self._services, None
+                    else:
+                        services, self._services = self._services, None
+                    self._failure = None
+                    if services is not None:
+                        await _close(services)
 
 
 async def _open(settings: Settings, policy: Policy, listeners: list[Listener]) -> Services:
-    """Make sure the home exists (keys are created on first use), then open everything in order."""
+    """Open everything in order: the blocking part (imports, files, database) on a worker thread,
+    then the job service's threads, which need the event loop."""
+    services = await anyio.to_thread.run_sync(_open_blocking, settings, policy)
+    try:
+        for listener in listeners:
+            services.jobs.subscribe(listener)
+        services.jobs.start()
+    except BaseException:
+        await _close(services, started=False)
+        raise
+    return services
+
+
+def _open_blocking(settings: Settings, policy: Policy) -> Services:
+    """Make sure the home exists (keys are created on first use), then open everything in order;
+    what was opened is closed again if a later step fails."""
     from mcp_server.db import open_engine
+    from mcp_server.ledger.drafts import job_draft
+    from mcp_server.ledger.store import Ledger
     from mcp_server.llm.service import LlmService  # imports `openai` only on the first query
+    from mcp_server.policy.guard import Guard
     from mcp_server.policy.quota import RateLimiter
+    from mcp_server.quantum.service import JobService
     from mcp_server.quantum.store import JobStore
+    from mcp_server.workflows import WorkflowDirectory
 
     report = initialize(settings, example=False)
     if report.new_key:
@@ -119,7 +212,7 @@ async def _open(settings: Settings, policy: Policy, listeners: list[Listener]) -
             settings.keys_path,
             "encrypted" if report.key_encrypted else "unencrypted: set MACROSLOW_KEY_PASSPHRASE to encrypt",
         )
-    async with AsyncExitStack() as stack:  # closes what was opened if a later step fails
+    with contextlib.ExitStack() as stack:  # closes what was opened if a later step fails
         keys = open_keys(settings)
         engine = open_engine(settings.database)
         stack.callback(engine.dispose)
@@ -133,17 +226,12 @@ async def _open(settings: Settings, policy: Policy, listeners: list[Listener]) -
         )
         limiter = RateLimiter(engine, settings.rate_per_minute, settings.rate_burst)
         llm = LlmService(settings, engine)
-        stack.push_async_callback(llm.aclose)
 
         def record_job(job: Job) -> None:
             """The receipt of a job that ended: its attestation binds the circuit to the counts."""
             ledger.append(job_draft(job))
 
         jobs = JobService(settings, JobStore(engine), record=record_job, remote_factory=_azure(settings))
-        for listener in listeners:
-            jobs.subscribe(listener)
-        jobs.start()
-        stack.callback(jobs.close)
         services = Services(
             settings=settings,
             limits=policy.limits,
@@ -156,6 +244,7 @@ async def _open(settings: Settings, policy: Policy, listeners: list[Listener]) -
             guard=Guard(policy, keys, limiter),
             jobs=jobs,
             llm=llm,
+            cpu_limiter=anyio.CapacityLimiter(settings.cpu_workers),
         )
         stack.pop_all()  # opened completely: from now on `_close` owns them
     return services
@@ -171,12 +260,14 @@ def _azure_backend(settings: Settings) -> RemoteBackend:
     return AzureQuantumBackend.from_settings(settings)
 
 
-async def _close(services: Services) -> None:
-    services.jobs.close()
-    try:  # a checkpoint of the final state: deleting the tail later is then detected
-        services.ledger.checkpoint()
-    except MacroslowError as exc:
-        log.warning("no final receipts checkpoint: %s", exc)
+async def _close(services: Services, *, started: bool = True) -> None:
+    log.info("closing the services (a final checkpoint first)")
+    if started:
+        services.jobs.close()
+        try:  # a checkpoint of the final state: deleting the tail later is then detected
+            services.ledger.checkpoint()
+        except MacroslowError as exc:
+            log.warning("no final receipts checkpoint: %s", exc)
     services.ledger.engine.dispose()
     services.engine.dispose()
     await services.llm.aclose()  # its HTTP client closes in the event loop

@@ -97,6 +97,37 @@ class Settings(BaseSettings):
     request_timeout_seconds: float = Field(
         default=300.0, gt=0, description="An HTTP MCP request still running after this is ended (504)."
     )
+    http_header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="A connection without a complete request head this long after opening or after the "
+        "previous response is closed (408).",
+    )
+    http_keep_alive_seconds: int = Field(
+        default=5, ge=1, description="An idle kept-alive HTTP connection is closed after this."
+    )
+    http_body_timeout_seconds: float = Field(
+        default=60.0, gt=0, description="An MCP request body not received in full within this gets 408."
+    )
+    http_max_connections: int = Field(
+        default=256,
+        ge=1,
+        description="Open HTTP connections per process; when full a waiting connection of the heaviest "
+        "peer makes room, else 503.",
+    )
+    http_max_connections_per_peer: int = Field(
+        default=64,
+        ge=0,
+        description="Open HTTP connections per client IPv4 address or IPv6 /64, per process; 0: no cap "
+        "(behind a proxy).",
+    )
+    cpu_workers: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="Threads for CPU-heavy work (parsing, signing, verifying, sealing, listing workflows), "
+        "off the event loop; more such calls at once wait for a free one.",
+    )
 
     # -- who is calling ------------------------------------------------------------------------
     resource_url: str = Field(

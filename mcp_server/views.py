@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from mcp_server.ledger.receipts import Receipt, json_digest
-from mcp_server.quantum.store import Job
+from mcp_server.quantum.jobs import Job
 
 
 def iso(ts: float) -> str:

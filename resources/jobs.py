@@ -22,7 +22,7 @@ from mcp_types import EmptyResult, SubscribeRequestParams, UnsubscribeRequestPar
 from mcp_server.adapters import ResourceRegistry, resource_error
 from mcp_server.calls import Call
 from mcp_server.errors import InvalidDocument
-from mcp_server.quantum.store import Job
+from mcp_server.quantum.jobs import Job
 from mcp_server.views import JobSummary, QuantumJob
 
 OPERATION = "jobs://"

@@ -72,9 +72,13 @@ def register(resources: ResourceRegistry) -> None:
     )
     async def list_workflows(call: Call) -> str:
         services = call.services
-        found = (_entry(wf.name, wf.text, services, call.caller) for wf in services.workflows.files())
-        entries = [e.model_dump() for e in found if e is not None]
-        return json.dumps({"workflows": entries}, indent=2, ensure_ascii=False)
+
+        def listing() -> str:
+            found = (_entry(wf.name, wf.text, services, call.caller) for wf in services.workflows.files())
+            entries = [e.model_dump() for e in found if e is not None]
+            return json.dumps({"workflows": entries}, indent=2, ensure_ascii=False)
+
+        return await call.cpu(listing)
 
     @resources.resource(
         "maml://workflows/{id}",
@@ -86,6 +90,7 @@ def register(resources: ResourceRegistry) -> None:
     )
     async def read_workflow(call: Call, id: str) -> str:
         """Needs maml:read, and the document's permissions.read must admit the caller."""
-        text = call.services.workflows.get(id).text  # after scope and rate: an unknown id reveals nothing
-        call.decide(document=text)
+        # After scope and rate: an unknown id reveals nothing. Finding it reads the directory.
+        text = (await call.cpu(call.services.workflows.get, id)).text
+        await call.decide(document=text)
         return text

@@ -221,3 +221,50 @@ def test_settings_from_env_file_and_signing_key_override(
     doc.write_text(example_workflow())
     code, out, _ = run(capsys, "sign", str(doc))
     assert code == 0 and second in out and "ML-DSA-44" in out
+
+
+@pytest.mark.parametrize("command", ["verify", "validate", "sign"])
+def test_devices_and_oversized_files_are_refused_without_reading_them(
+    home: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    command: str,
+) -> None:
+    """`verify /dev/zero` once grew to gigabytes: only regular files are read, and at most the size
+    cap plus one byte of them."""
+    run(capsys, "init")
+    code, _, err = run(capsys, command, "/dev/zero")
+    assert code == 2 and err.count("\n") == 1 and "not a regular file" in err
+    monkeypatch.setenv("MACROSLOW_MAX_DOCUMENT_BYTES", "4096")
+    big = tmp_path / "big.maml.md"
+    big.write_text(example_workflow() + "x" * 5000)
+    code, _, err = run(capsys, command, str(big))
+    assert code == 2 and err.count("\n") == 1 and "request_too_large" in err and "4096" in err
+
+
+def test_key_files_are_read_within_a_small_cap(
+    home: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    run(capsys, "init")
+    huge = tmp_path / "huge.pem"
+    huge.write_bytes(b"-" * 70_000)
+    for argv in (["keys", "import", "/dev/zero"], ["keys", "import", str(huge)]):
+        code, _, err = run(capsys, *argv)
+        assert code == 2 and err.count("\n") == 1, err
+
+
+def test_an_unexpected_failure_is_one_line(
+    home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mcp_server.maml.parser as parser
+
+    run(capsys, "init")
+
+    def broken(*_: object, **__: object) -> None:
+        raise RuntimeError("boom at /srv/secret")
+
+    monkeypatch.setattr(parser, "parse", broken)
+    code, _, err = run(capsys, "validate", str(home / "workflows" / "ghz.maml.md"))
+    assert code == 2 and err.count("\n") == 1 and "internal_error: unexpected RuntimeError" in err
+    assert "Traceback" not in err and "/srv/secret" not in err

@@ -12,7 +12,7 @@ import pytest
 
 from mcp_server.crypto import mldsa
 from mcp_server.crypto.keys import KeyStore, TrustStore, _write_new, check_key_id
-from mcp_server.errors import InvalidDocument, KeyStoreError, NotFound, RequestTooLarge
+from mcp_server.errors import InvalidDocument, KeyStoreError, NotFound, RequestTooLarge, SignatureInvalid
 from mcp_server.maml import parser
 from mcp_server.signing import (
     DETACHED_FORMAT,
@@ -609,3 +609,12 @@ def test_detached_signature_for_another_document(example_text: str, keystore: Ke
     report = inspect_signature(example_text, keystore, detached=json.dumps(sig))
     assert not report.valid
     assert any("is for document urn:uuid:00000000" in r for r in report.reasons)
+
+
+def test_an_unsupported_algorithm_is_not_echoed_whole() -> None:
+    """A detached signature may carry up to 64 KiB: its `algorithm` is shortened in the message."""
+    from mcp_server.crypto import mldsa
+
+    with pytest.raises(SignatureInvalid) as info:
+        mldsa.parse_algorithm("ML-DSA-" + "9" * 70_000)
+    assert len(str(info.value)) < 200 and "expected one of ML-DSA-44" in str(info.value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated
 
 from pydantic import BaseModel, Field
@@ -45,13 +46,17 @@ def register(tools: ToolRegistry) -> None:
         """
         services = call.services
         try:
-            opened = sealing.open_sealed(sealed, services.kem_keys, limits=services.limits)
+            opened = await call.cpu(
+                functools.partial(sealing.open_sealed, sealed, services.kem_keys, limits=services.limits)
+            )
         except RequestTooLarge as exc:
             raise call.refuse(exc) from None
         call.note_document(opened.parsed, content=False)  # its digest only for a caller who may read it
         call.check_permission(DocumentAction.read, opened.parsed)
         call.note_document(opened.parsed)
-        report = inspect_signature(opened.document, services.keys, limits=services.limits)
+        report = await call.cpu(
+            functools.partial(inspect_signature, opened.document, services.keys, limits=services.limits)
+        )
         return DecryptResult(
             document=opened.document,
             document_id=opened.parsed.id,

@@ -46,8 +46,13 @@ def register(tools: ToolRegistry) -> None:
         """
         assert call.document is not None
         services = call.services
-        publics = sealing.resolve_recipients(recipients, services.kem_keys, services.keys)
-        sealed = sealing.seal_bytes(document.encode("utf-8"), call.document.id, publics)
+        document_id = call.document.id
+
+        def seal() -> sealing.Sealed:
+            publics = sealing.resolve_recipients(recipients, services.kem_keys, services.keys)
+            return sealing.seal_bytes(document.encode("utf-8"), document_id, publics)
+
+        sealed = await call.cpu(seal)
         return EncryptResult(
             sealed=sealing.render(sealed), document_id=sealed.document_id, recipients=sealed.recipient_ids
         )

@@ -8,8 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mcp_server.adapters import ToolRegistry
 from mcp_server.calls import Call
+from mcp_server.errors import BudgetSpent
 from mcp_server.llm import prompts
-from mcp_server.policy.quota import BudgetSpent
 
 
 class TokenUsage(BaseModel):

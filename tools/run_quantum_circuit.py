@@ -11,8 +11,8 @@ from mcp_server.calls import Call
 from mcp_server.errors import MacroslowError, rebuild
 from mcp_server.quantum.backends import JobStatus
 from mcp_server.quantum.circuits import looks_like_maml
+from mcp_server.quantum.jobs import Job
 from mcp_server.quantum.runs import DEFAULT_SHOTS, plan_run
-from mcp_server.quantum.store import Job
 from mcp_server.views import QuantumJob
 
 

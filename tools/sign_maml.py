@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated
 
 from pydantic import BaseModel, Field
@@ -39,7 +40,10 @@ def register(tools: ToolRegistry) -> None:
         """
         assert call.document is not None
         services = call.services
-        signed = sign_document(call.document, services.keys, key_id=key_id, limits=services.limits)
+        sign = functools.partial(
+            sign_document, call.document, services.keys, key_id=key_id, limits=services.limits
+        )
+        signed = await call.cpu(sign)
         return SignResult(
             signed_document=signed.signed_document,
             document_id=signed.document_id,

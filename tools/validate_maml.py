@@ -44,7 +44,7 @@ def register(tools: ToolRegistry) -> None:
         the field and line it is on. Use this before sign_maml; use verify_maml to check a signature.
         """
         try:
-            parsed = parser.parse(document, call.services.limits)
+            parsed = await call.cpu(parser.parse, document, call.services.limits)
         except InvalidDocument as exc:
             return ValidationResult(
                 valid=False,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import functools
+import json
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
@@ -31,9 +33,10 @@ def register(tools: ToolRegistry) -> None:
         call: Call,
         document: DOCUMENT,
         detached_signature: Annotated[
-            str | None,
+            str | dict[str, Any] | None,
             Field(
-                description="A detached signature (the JSON of a .sig file); omit to check the embedded one."
+                description="A detached signature: the JSON text of a .sig file (as `macroslow-mcp sign "
+                "--detached` writes it), or that JSON object; omit to check the embedded one."
             ),
         ] = None,
     ) -> VerifyResult:
@@ -43,8 +46,16 @@ def register(tools: ToolRegistry) -> None:
         unsigned or malformed documents are answered with valid=false and the reasons, not an error.
         """
         services = call.services
-        report = inspect_signature(
-            document, services.keys, detached=detached_signature, limits=services.limits
+        if isinstance(detached_signature, dict):
+            detached_signature = json.dumps(detached_signature)
+        report = await call.cpu(
+            functools.partial(
+                inspect_signature,
+                document,
+                services.keys,
+                detached=detached_signature,
+                limits=services.limits,
+            )
         )
         return VerifyResult(
             valid=report.valid,

@@ -54,7 +54,7 @@ class ResourceRegistry:
             raise ValueError(f"no operation {operation!r} in mcp_server/policy/operations.py")
         call = Call(operation, arguments)
         try:
-            call.attach(self.host.current())
+            call.attach(await self.host.ready())
         except MacroslowError as exc:
             raise resource_error(exc) from None
         try:

@@ -16,11 +16,16 @@ then the message, then the details as JSON when there are any: `retry_after`, `r
 `requested`/`allowed`, `field`/`line`); `_meta` carries the same as data for programs.
 
 A resource read that fails answers with a JSON-RPC error whose `data` is that same dict.
+
+Nothing about the server's filesystem reaches a caller: messages are written without paths, and,
+as a last line of defence, anything in an error's message or details that looks like an absolute
+path (two or more components) is replaced by `<path>` here (the server's log keeps the original).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from mcp.shared.exceptions import MCPError
@@ -30,6 +35,25 @@ from pydantic import BaseModel, ValidationError
 from mcp_server.errors import InvalidDocument, MacroslowError
 
 ERROR_META = "macroslow-mcp/error"
+# An absolute POSIX path of at least two components, not part of a URL (`scheme://host/a/b`) or a
+# word (`a/b/c`): what must never reach a caller.
+_PATH = re.compile(r"(?<![\w:/.~-])/(?:[^\s/'\"`]+/)+[^\s/'\"`,;)]*")
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        return _PATH.sub("<path>", value)
+    if isinstance(value, dict):
+        return {k: _scrub(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub(v) for v in value]
+    return value
+
+
+def shown(exc: MacroslowError) -> dict[str, Any]:
+    """The error as a caller sees it: `{code, message, details?}`, paths scrubbed."""
+    data: dict[str, Any] = _scrub(exc.to_dict())
+    return data
 
 
 def ok_result(model: BaseModel) -> CallToolResult:
@@ -40,17 +64,17 @@ def ok_result(model: BaseModel) -> CallToolResult:
     )
 
 
-def error_text(exc: MacroslowError) -> str:
-    if not exc.details:
-        return str(exc)
-    return f"{exc}\ndetails: {json.dumps(exc.details, ensure_ascii=False, sort_keys=True, default=str)}"
+def error_text(error: dict[str, Any]) -> str:
+    text = f"{error['code']}: {error['message']}"
+    if not error.get("details"):
+        return text
+    return f"{text}\ndetails: {json.dumps(error['details'], ensure_ascii=False, sort_keys=True, default=str)}"
 
 
 def error_result(exc: MacroslowError) -> CallToolResult:
+    error = shown(exc)
     return CallToolResult(
-        content=[TextContent(type="text", text=error_text(exc))],
-        is_error=True,
-        _meta={ERROR_META: exc.to_dict()},
+        content=[TextContent(type="text", text=error_text(error))], is_error=True, _meta={ERROR_META: error}
     )
 
 
@@ -87,4 +111,7 @@ _RESOURCE_CODES = {
 
 def resource_error(exc: MacroslowError) -> MCPError:
     """A `MacroslowError` as the JSON-RPC error a resource read answers with."""
-    return MCPError(code=_RESOURCE_CODES.get(exc.code, -32000), message=str(exc), data=exc.to_dict())
+    error = shown(exc)
+    return MCPError(
+        code=_RESOURCE_CODES.get(exc.code, -32000), message=f"{error['code']}: {error['message']}", data=error
+    )

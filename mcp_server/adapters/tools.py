@@ -33,7 +33,10 @@ raw arguments to the runner, so argument validation is the adapter's too.
 from __future__ import annotations
 
 import inspect
+import json
 import logging
+import types
+import typing
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -231,21 +234,55 @@ class ToolRunner:
         return True
 
     async def _run(self, tool: OwnedTool, spec: ToolSpec, call: Call, arguments: dict[str, Any]) -> BaseModel:
-        call.attach(self.host.current())  # not open: no receipt can be written, nothing to refuse
+        call.attach(await self.host.ready())  # not open: no receipt can be written, nothing to refuse
         try:
             call.principal = await self.admission.identify()
             call.operation = await call.services.guard.admit(call.principal, spec.name)
             try:
-                validated = tool.fn_metadata.validate_arguments(arguments)
+                validated = validate(tool, arguments)
             except ValidationError as exc:
                 raise invalid_arguments(spec.name, exc) from None
         except MacroslowError as exc:
             raise call.refuse(exc) from None
-        call.decide(document=spec.document_of(validated), request=spec.request_of(validated))
+        await call.decide(document=spec.document_of(validated), request=spec.request_of(validated))
         model = await spec.fn(**validated, **{CALL_PARAMETER: call})
         if not isinstance(model, BaseModel):  # pragma: no cover - the declaration's return type
             raise TypeError(f"tool {spec.name} returned {type(model).__name__}, not its result model")
         return model
+
+
+def validate(tool: Tool, arguments: dict[str, Any]) -> dict[str, Any]:
+    """The arguments validated against the tool's input schema (its argument model).
+
+    Some hosts send a list or object argument as JSON text (Claude Desktop does); such a string is
+    decoded first — but only for an argument that cannot be a string. (The SDK decodes any string
+    that looks like JSON for any argument not typed exactly `str`, so a `str | None` argument
+    holding JSON text, such as a detached signature or a prompt about JSON, was turned into an
+    object and refused.)"""
+    model = tool.fn_metadata.arg_model
+    decoded = dict(arguments)
+    for name, field_info in model.model_fields.items():
+        key = field_info.alias or name
+        value = arguments.get(key)
+        if isinstance(value, str) and not _admits_str(field_info.annotation):
+            try:
+                parsed = json.loads(value)
+            except (ValueError, RecursionError):
+                continue  # not JSON (or JSON no one should decode): validation says what is wrong
+            if isinstance(parsed, list | dict):
+                decoded[key] = parsed
+    return model.model_validate(decoded).model_dump_one_level()
+
+
+def _admits_str(annotation: Any) -> bool:
+    if annotation is str:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _admits_str(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return any(_admits_str(arg) for arg in typing.get_args(annotation))
+    return annotation is Any
 
 
 def observe(call: Call, outcome: str) -> None:

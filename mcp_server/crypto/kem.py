@@ -230,7 +230,7 @@ class KemKeyStore:
         if key_id in self._private_cache:
             return self._private_cache[key_id]
         data = read_private_key_file(
-            self._private_file(key_id), f"no private KEM key {key_id} in {self.path}"
+            self._private_file(key_id), f"no private KEM key {key_id} in this server's key store"
         )
         key = load_private_pem(data, self._passphrase, key_id)
         if key.public_key().key_id != key_id:

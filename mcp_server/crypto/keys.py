@@ -13,6 +13,7 @@ group or others is refused, as ssh does.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import stat
@@ -25,6 +26,7 @@ from mcp_server.crypto import mldsa
 from mcp_server.crypto.mldsa import Algorithm, PrivateKey, PublicKey
 from mcp_server.errors import KeyStoreError, NotFound
 
+log = logging.getLogger(__name__)
 _KEY_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -40,7 +42,8 @@ def _write_new(path: Path, data: bytes, mode: int) -> None:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     except FileExistsError:
-        raise KeyStoreError(f"{path} already exists; keys are never overwritten") from None
+        log.error("refusing to overwrite %s", path)
+        raise KeyStoreError(f"key file {path.name} already exists; keys are never overwritten") from None
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)
         fh.flush()
@@ -72,9 +75,11 @@ def read_private_key_file(path: Path, missing: str) -> bytes:
     except FileNotFoundError:
         raise NotFound(missing) from None
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        mode = f"{stat.S_IMODE(st.st_mode):04o}"
+        log.error("private key file %s is accessible by others (mode %s); run chmod 600 on it", path, mode)
         raise KeyStoreError(
-            f"private key file {path} is accessible by others (mode {stat.S_IMODE(st.st_mode):04o}); "
-            "run chmod 600 on it"
+            f"private key file {path.name} is accessible by others (mode {mode}); run chmod 600 on it "
+            "(the server's log names the file)"
         )
     return path.read_bytes()
 
@@ -203,7 +208,9 @@ class KeyStore:
     def private_key(self, key_id: str) -> PrivateKey:
         if key_id in self._private_cache:
             return self._private_cache[key_id]
-        data = read_private_key_file(self._private_file(key_id), f"no private key {key_id} in {self.path}")
+        data = read_private_key_file(
+            self._private_file(key_id), f"no private key {key_id} in this server's key store"
+        )
         encrypted = b"ENCRYPTED PRIVATE KEY" in data
         if encrypted and self._passphrase is None:
             raise KeyStoreError(f"private key {key_id} is encrypted; set MACROSLOW_KEY_PASSPHRASE")
@@ -262,7 +269,7 @@ class KeyStore:
 
     def set_default(self, key_id: str) -> None:
         if not self._private_file(key_id).is_file():
-            raise NotFound(f"no private key {key_id} in {self.path}")
+            raise NotFound(f"no private key {key_id} in this server's key store")
         tmp = self._default_file.with_suffix(".tmp")
         tmp.write_text(key_id + "\n", encoding="ascii")
         os.replace(tmp, self._default_file)

@@ -52,7 +52,8 @@ def parse_algorithm(name: str) -> Algorithm:
         return Algorithm(name)
     except ValueError:
         allowed = ", ".join(a.value for a in Algorithm)
-        raise SignatureInvalid(f"unsupported algorithm {name!r}; expected one of {allowed}") from None
+        shown = name if len(name) <= 40 else name[:39] + "…"  # what a caller wrote, not echoed whole
+        raise SignatureInvalid(f"unsupported algorithm {shown!r}; expected one of {allowed}") from None
 
 
 def generate(algorithm: Algorithm = DEFAULT_ALGORITHM) -> PrivateKey:

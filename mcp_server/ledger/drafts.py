@@ -13,13 +13,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from mcp_server.ledger.receipts import canonical_json, json_digest, redact
-from mcp_server.ledger.store import Draft
+from mcp_server.ledger.receipts import Draft, canonical_json, json_digest, redact
 
 if TYPE_CHECKING:
     from mcp_server.calls import Call
     from mcp_server.errors import MacroslowError
-    from mcp_server.quantum.store import Job
+    from mcp_server.quantum.jobs import Job
 
 
 def call_draft(
@@ -58,7 +57,7 @@ def call_draft(
 
 def job_draft(job: Job) -> Draft:
     from mcp_server.quantum.backends import JobStatus
-    from mcp_server.quantum.service import attestation
+    from mcp_server.quantum.jobs import attestation
 
     error = job.error or {}
     return Draft(

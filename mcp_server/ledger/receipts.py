@@ -89,6 +89,29 @@ class Receipt:
         return [f.name for f in fields(cls)]
 
 
+@dataclass(frozen=True)
+class Draft:
+    """A receipt before it has a place in the log."""
+
+    principal: str
+    issuer: str
+    token_id: str | None
+    scopes: str
+    tool: str
+    action: str | None
+    decision: str
+    reason: str | None
+    outcome: str
+    document_id: str | None = None
+    document_digest: str | None = None
+    arguments_digest: str | None = None
+    result_digest: str | None = None
+    backend_job_id: str | None = None
+    duration_us: int = 0
+    payload: str | None = None
+    attestation: str | None = None
+
+
 def render_mu(receipt: Receipt, *, leaf_hash: bytes, checkpoint: dict[str, Any] | None) -> str:
     """The receipt as a `.mu` Markdown document (front matter + a readable History line).
 

@@ -34,7 +34,8 @@ from mcp_server.errors import MacroslowError, NotFound, SignatureInvalid
 from mcp_server.ledger import merkle
 from mcp_server.ledger.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from mcp_server.ledger.models import CheckpointRow, LedgerHead, LedgerMeta, ReceiptRow
-from mcp_server.ledger.receipts import Receipt
+from mcp_server.ledger.receipts import Draft, Receipt
+from mcp_server.policy import access
 
 log = logging.getLogger(__name__)
 
@@ -44,29 +45,6 @@ RECEIPT_COLUMNS = [getattr(ReceiptRow, name) for name in Receipt.field_names()]
 
 def utc_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-@dataclass(frozen=True)
-class Draft:
-    """A receipt before it has a place in the log."""
-
-    principal: str
-    issuer: str
-    token_id: str | None
-    scopes: str
-    tool: str
-    action: str | None
-    decision: str
-    reason: str | None
-    outcome: str
-    document_id: str | None = None
-    document_digest: str | None = None
-    arguments_digest: str | None = None
-    result_digest: str | None = None
-    backend_job_id: str | None = None
-    duration_us: int = 0
-    payload: str | None = None
-    attestation: str | None = None
 
 
 @dataclass(eq=False)
@@ -337,7 +315,7 @@ class Ledger:
         with database_errors(), self.engine.connect() as conn:
             row = conn.execute(select(ReceiptRow).where(ReceiptRow.id == receipt_id)).first()
         if row is None:
-            raise NotFound(f"no receipt {receipt_id[:64]!r}")
+            raise access.unknown_receipt(receipt_id)
         return _receipt(row), row.leaf_hash
 
     def size(self) -> int:

@@ -22,7 +22,6 @@ from pydantic import ValidationError
 
 from mcp_server import untrusted_json
 from mcp_server.errors import InvalidDocument, RequestTooLarge
-from mcp_server.maml import strict_yaml
 from mcp_server.maml.model import SECTION_NAMES, CodeBlock, FrontMatter, MamlDocument, Section
 
 DELIMITER = "---"
@@ -366,6 +365,8 @@ def _check_schema_sections(sections: list[Section], blocks: list[CodeBlock], lim
 
 def _front_matter(prepared: Prepared, limits: Limits) -> FrontMatter:
     cut = prepared.signature.start - 1 if prepared.signature else None  # in front matter coordinates
+    from mcp_server.maml import strict_yaml  # PyYAML loads on the first document, not at start-up
+
     data: dict[str, Any] = strict_yaml.load(
         prepared.canonical_front_matter, max_depth=limits.max_depth, line_offset=2, cut=cut
     )

@@ -1,9 +1,10 @@
 """Who may see whose records: receipts and quantum jobs belong to the caller that made them.
 
 A caller sees its own receipts and jobs (same `agent://<sub>` and same issuer); the scope
-`receipts:audit` sees everyone's. Another caller's job looks like no job at all (`not_found`), so
-job ids reveal nothing; another caller's receipt is refused (`forbidden`, naming the scope), because
-receipt ids are listed to auditors and a refusal there tells an honest caller what it lacks.
+`receipts:audit` sees everyone's. Another caller's receipt or job looks like no receipt or job at all
+(`not_found`, the same answer as for an id that does not exist), so ids reveal nothing about what
+others did. Asking to list another caller's receipts without the scope is refused (`forbidden`,
+naming the scope): that answer does not depend on whether that caller has any.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from mcp_server.auth.principal import Principal
-from mcp_server.errors import Forbidden
+from mcp_server.errors import Forbidden, NotFound
 
 AUDIT_SCOPE = "receipts:audit"
 
@@ -38,13 +39,15 @@ def may_see(principal: Principal, record: Owned) -> bool:
     return audits(principal) or owns(principal, record)
 
 
-def check_receipt(principal: Principal, record: Owned) -> None:
-    """Raise `Forbidden` unless the caller may see this receipt."""
+def check_receipt(principal: Principal, record: Owned, receipt_id: str) -> None:
+    """Raise `NotFound`, as for an unknown id, unless the caller may see this receipt."""
     if not may_see(principal, record):
-        raise Forbidden(
-            f"this receipt is another caller's; seeing it needs the scope {AUDIT_SCOPE}",
-            required_scope=AUDIT_SCOPE,
-        )
+        raise unknown_receipt(receipt_id)
+
+
+def unknown_receipt(receipt_id: str) -> NotFound:
+    """What a caller hears about a receipt it may not see, and about one that does not exist."""
+    return NotFound(f"no receipt {receipt_id[:64]!r}")
 
 
 def receipt_filter(principal: Principal, requested: str | None) -> tuple[str | None, str | None]:

@@ -27,6 +27,7 @@ stable code; the caller's `Call` record turns it into the receipt, the audit lin
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import anyio.to_thread
 
@@ -37,8 +38,10 @@ from mcp_server.maml import parser
 from mcp_server.maml.model import MamlDocument
 from mcp_server.policy.operations import OPERATIONS, DocumentAction, Operation, is_resource_family
 from mcp_server.policy.permissions import admits
-from mcp_server.policy.quota import RateLimiter
 from mcp_server.settings import Settings
+
+if TYPE_CHECKING:
+    from mcp_server.policy.quota import RateLimiter
 
 
 @dataclass(frozen=True)

@@ -31,12 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mcp_server.db import Base, database_errors, transaction
-from mcp_server.errors import InvalidDocument, RateLimited
-
-
-class BudgetSpent(RateLimited):
-    """A caller's call rate or LLM token budget is spent: the policy refuses the call (as opposed
-    to an upstream saying it is busy, which is also `rate_limited`)."""
+from mcp_server.errors import BudgetSpent, InvalidDocument
 
 
 class RateBucket(Base):

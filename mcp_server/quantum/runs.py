@@ -22,10 +22,11 @@ import anyio.to_thread
 from mcp_server.errors import RequestTooLarge
 from mcp_server.policy.guard import Request
 from mcp_server.quantum import circuits
-from mcp_server.quantum.service import BackendChoice, JobService, parse_backend
+from mcp_server.quantum.jobs import BackendChoice, parse_backend
 
 if TYPE_CHECKING:
     from mcp_server.calls import Call
+    from mcp_server.quantum.service import JobService
 
 DEFAULT_SHOTS = 1024
 

@@ -22,7 +22,6 @@ import contextlib
 import dataclasses
 import functools
 import logging
-import re
 import secrets
 import threading
 import time
@@ -37,12 +36,12 @@ import anyio.lowlevel
 import anyio.to_thread
 
 from mcp_server.auth.principal import Principal
-from mcp_server.errors import BackendUnavailable, InvalidDocument, MacroslowError, NotFound, RateLimited
-from mcp_server.ledger.receipts import json_digest
+from mcp_server.errors import BackendUnavailable, MacroslowError, NotFound, RateLimited
 from mcp_server.policy import access
 from mcp_server.quantum.backends import JobStatus, Outcome, RemoteBackend, RemoteState, Submission
+from mcp_server.quantum.jobs import BackendChoice, Job
 from mcp_server.quantum.local import Cancelled, LocalSimulator, RunHandle, available_memory_bytes
-from mcp_server.quantum.store import Job, JobStore
+from mcp_server.quantum.store import JobStore
 
 if TYPE_CHECKING:
     from mcp_server.quantum.circuits import Circuit
@@ -50,44 +49,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_TARGET = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
 Listener = Callable[[Job], Coroutine[Any, Any, None]]
-
-
-@dataclass(frozen=True)
-class BackendChoice:
-    backend: str  # local | azure
-    target: str  # aer | the Azure target
-
-
-def parse_backend(spec: str) -> BackendChoice:
-    """`local` (the default) or `azure:<target>`, e.g. `azure:ionq.simulator`."""
-    spec = spec.strip()
-    if spec in ("", "local", "aer", "local:aer"):
-        return BackendChoice("local", "aer")
-    kind, _, target = spec.partition(":")
-    if kind == "azure" and _TARGET.fullmatch(target):
-        return BackendChoice("azure", target)
-    raise InvalidDocument(
-        "backend must be 'local' or 'azure:<target>' (e.g. azure:ionq.simulator)", field="backend"
-    )
-
-
-def attestation(job: Job) -> dict[str, Any]:
-    """What a job's receipt attests: which circuit ran where, how, and which counts it produced."""
-    counts = (job.result or {}).get("counts")
-    return {
-        "job_id": job.id,
-        "backend": job.backend,
-        "target": job.target,
-        "remote_id": job.remote_id,
-        "circuit_digest": job.circuit_digest,
-        "shots": job.shots,
-        "seed": job.seed,
-        "method": job.method,
-        "status": job.status.value,
-        "counts_digest": json_digest(counts) if counts is not None else None,
-    }
 
 
 @dataclass(eq=False)

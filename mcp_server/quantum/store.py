@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import BigInteger, Boolean, Engine, Float, Index, Integer, String, Text, select, update
@@ -24,6 +23,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from mcp_server.db import Base, database_errors
 from mcp_server.errors import NotFound
 from mcp_server.quantum.backends import JobStatus
+from mcp_server.quantum.jobs import Job
 
 Counter = BigInteger().with_variant(Integer(), "sqlite")
 ACTIVE = (JobStatus.queued.value, JobStatus.running.value)
@@ -60,49 +60,6 @@ class JobRow(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean)
     result: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
-
-
-@dataclass(frozen=True)
-class Job:
-    """A job record as the rest of the server sees it (JSON columns decoded)."""
-
-    id: str
-    principal: str
-    issuer: str
-    backend: str
-    target: str
-    status: JobStatus
-    created_at: float
-    updated_at: float
-    started_at: float | None
-    finished_at: float | None
-    qubits: int
-    depth: int
-    shots: int
-    seed: int | None
-    gate_counts: dict[str, int]
-    circuit_digest: str
-    document_id: str | None
-    method: str | None
-    remote_id: str | None
-    runner: str | None
-    heartbeat_at: float | None
-    cancel_requested: bool
-    result: dict[str, Any] | None
-    error: dict[str, Any] | None
-
-    def fields(self) -> dict[str, Any]:
-        """The job as column values (JSON columns still as Python values; `JobStore` encodes them)."""
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
-
-    @classmethod
-    def from_row(cls, row: Any) -> Job:
-        data = {name: getattr(row, name) for name in cls.__dataclass_fields__}
-        data["status"] = JobStatus(row.status)
-        data["gate_counts"] = json.loads(row.gate_counts)
-        data["result"] = json.loads(row.result) if row.result else None
-        data["error"] = json.loads(row.error) if row.error else None
-        return cls(**data)
 
 
 def _encode(fields: dict[str, Any]) -> dict[str, Any]:

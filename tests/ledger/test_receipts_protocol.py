@@ -84,13 +84,25 @@ async def test_callers_see_only_their_own_receipts(make_settings: Callable[..., 
         mine = await receipts(client)
         peek = await client.call_tool("list_receipts", {"principal": "agent://local"})
         other = await client.call_tool("verify_receipt", {"receipt_id": local_rows[0]["id"]})
+        unknown = await client.call_tool("verify_receipt", {"receipt_id": "0" * 36})
         with pytest.raises(MCPError) as info:
             await client.read_resource(f"receipts://{local_rows[0]['id']}")
+        with pytest.raises(MCPError) as unknown_info:
+            await client.read_resource(f"receipts://{'0' * 36}")
     assert {r["principal"] for r in mine} == {"agent://bob"}
     assert peek.is_error and error_of(peek)["code"] == "forbidden"
     assert "receipts:audit" in error_of(peek)["message"]
-    assert other.is_error and error_of(other)["code"] == "forbidden"
-    assert info.value.code == -32003
+    # Another caller's receipt answers as an unknown one does (no existence oracle), and the
+    # caller's own receipts of the two calls say the same.
+    assert other.is_error and error_of(other)["code"] == "not_found"
+    hidden, absent = error_of(other)["message"], error_of(unknown)["message"]
+    assert hidden.replace(local_rows[0]["id"], "ID") == absent.replace("0" * 36, "ID")
+    assert info.value.code == unknown_info.value.code == -32002
+    own = [r for r in mine if r["tool"] == "verify_receipt"]
+    assert own == []  # listed before those calls; read them now
+    async with Client(build_server(bob_settings)) as client:
+        calls = [r for r in await receipts(client) if r["tool"] == "verify_receipt"]
+    assert [(r["decision"], r["outcome"]) for r in calls] == [("allowed", "not_found")] * 2
     # the local principal holds receipts:audit and sees everyone's
     async with Client(build_server(settings)) as local:
         everyone = {r["principal"] for r in await receipts(local)}
@@ -140,7 +152,9 @@ async def test_paging_through_list_receipts(make_settings: Callable[..., Setting
 async def test_no_receipt_no_result(make_settings: Callable[..., Settings]) -> None:
     """If the receipt cannot be written, the call's result is withheld."""
     settings = make_settings()
-    async with Client(build_server(settings)) as client:
+    server = build_server(settings)
+    async with Client(server) as client:
+        await server.host.ready()  # the ledger's tables exist (they are made when the services open)
         engine = create_engine(settings.database)
         with engine.begin() as conn:
             conn.execute(text("ALTER TABLE receipts RENAME TO receipts_gone"))

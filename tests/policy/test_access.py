@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pytest
 
 from mcp_server.auth.principal import Principal
-from mcp_server.errors import Forbidden
+from mcp_server.errors import Forbidden, NotFound
 from mcp_server.policy import access
 
 
@@ -39,8 +39,10 @@ def test_receipt_listing_filters() -> None:
 
 
 def test_receipt_and_job_checks() -> None:
-    with pytest.raises(Forbidden, match=access.AUDIT_SCOPE):
-        access.check_receipt(ALICE, Record("agent://bob", "https://idp.example"))
-    access.check_receipt(AUDITOR, Record("agent://bob", "https://idp.example"))
+    """Another caller's receipt answers exactly as an unknown id does: no existence oracle."""
+    with pytest.raises(NotFound) as hidden:
+        access.check_receipt(ALICE, Record("agent://bob", "https://idp.example"), "r-1")
+    assert hidden.value.to_dict() == access.unknown_receipt("r-1").to_dict()
+    access.check_receipt(AUDITOR, Record("agent://bob", "https://idp.example"), "r-1")
     assert access.job_owner_filter(ALICE) == "agent://alice"
     assert access.job_owner_filter(AUDITOR) is None

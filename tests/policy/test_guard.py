@@ -379,6 +379,6 @@ async def test_rate_limit_is_per_principal_and_before_the_document(
 async def test_rate_limit_off(make_settings: Callable[..., Settings]) -> None:
     server = build_server(make_settings(rate_per_minute=0, rate_burst=1))
     async with Client(server) as client:
-        assert server.host.current().guard.limiter is None
+        assert (await server.host.ready()).guard.limiter is None
         for _ in range(5):
             assert not (await client.call_tool("validate_maml", {"document": "x"})).is_error

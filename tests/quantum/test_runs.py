@@ -35,7 +35,8 @@ def admitted(services: Services, settings: Settings) -> Call:
 
 async def test_text_defaults_and_limits(make_settings: Callable[..., Settings]) -> None:
     settings = make_settings(max_shots=5000)
-    async with build_server(settings).host.open() as services:
+    async with build_server(settings).host.open() as host:
+        services = await host.ready()
         plan = await plan_run(
             admitted(services, settings),
             services.jobs,
@@ -65,13 +66,14 @@ async def test_a_workflow_brings_its_shots_and_bounds_its_run(
 ) -> None:
     settings = make_settings()
     signed = sign_document(example_text, open_keys(settings)).signed_document
-    async with build_server(settings).host.open() as services:
+    async with build_server(settings).host.open() as host:
+        services = await host.ready()
         call = admitted(services, settings)
-        call.decide(document=signed)
+        await call.decide(document=signed)
         plan = await plan_run(call, services.jobs, source=signed, shots=None, backend="local", max_bytes=MAX)
         assert plan.shots == 1024 and plan.document_id == "urn:uuid:6f1c2a3e-8b4d-4e7a-9c1f-2d3b4a5c6e7f"
         greedy = admitted(services, settings)
-        greedy.decide(document=signed)
+        await greedy.decide(document=signed)
         with pytest.raises(RequestTooLarge, match=r"requires\.shots"):
             await plan_run(greedy, services.jobs, source=signed, shots=2048, backend="local", max_bytes=MAX)
         assert greedy.denial is not None

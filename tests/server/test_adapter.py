@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -265,33 +266,52 @@ async def test_a_failure_that_is_not_a_refusal_leaves_no_audit_line(
 async def test_services_open_whole_or_not_at_all(
     make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from sqlalchemy.engine import Engine
+
+    from mcp_server import services as services_module
     from mcp_server.quantum.service import JobService
 
     server = build_server(make_settings())
     with pytest.raises(BackendUnavailable):
         server.host.current()
     disposed: list[object] = []
-    original_start = JobService.start
+    original_start, original_dispose = JobService.start, Engine.dispose
 
     def failing_start(self: JobService) -> None:
-        raise RuntimeError("no threads today")
+        raise RuntimeError("no threads today at /srv/secret")
 
-    from sqlalchemy.engine import Engine
+    def dispose(self: Engine, *args: Any, **kwargs: Any) -> None:
+        disposed.append(self)
+        original_dispose(self, *args, **kwargs)
 
-    original_dispose = Engine.dispose
-    monkeypatch.setattr(
-        Engine, "dispose", lambda self, *a, **k: disposed.append(self) or original_dispose(self)
-    )
+    monkeypatch.setattr(Engine, "dispose", dispose)
     monkeypatch.setattr(JobService, "start", failing_start)
-    with pytest.raises(RuntimeError, match="no threads today"):
-        async with server.host.open():
-            pass
-    assert len(disposed) == 2  # the engine and the ledger's engine were closed again
-    with pytest.raises(BackendUnavailable):
-        server.host.current()
-    monkeypatch.setattr(JobService, "start", original_start)
-    async with Client(server) as client:  # and it opens once the fault is gone
+    async with server.host.open():  # the lifespan: the handshake does not wait for the services
+        with pytest.raises(BackendUnavailable) as info:
+            await server.host.ready()
+        assert "/srv/secret" not in str(info.value)  # the reason is in the log, not the answer
+        assert len(disposed) == 2  # the engine and the ledger's engine were closed again
+        with pytest.raises(BackendUnavailable):
+            server.host.current()
+        with pytest.raises(BackendUnavailable):  # within RETRY_SECONDS: the same answer, no retry
+            await server.host.ready()
+        monkeypatch.setattr(JobService, "start", original_start)
+        monkeypatch.setattr(services_module, "RETRY_SECONDS", 0.0)
+        services = await server.host.ready()  # and it opens once the fault is gone
+        assert server.host.current() is services
+    async with Client(server) as client:
         assert not (await client.call_tool("validate_maml", {"document": example_workflow()})).is_error
+
+
+async def test_a_call_while_the_database_is_unreachable_is_a_clean_error(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """The server answers the handshake and lists its tools; a call then says what is wrong."""
+    settings = make_settings(database_url="postgresql+psycopg://nobody@127.0.0.1:9/none")
+    async with Client(build_server(settings)) as client:
+        assert len((await client.list_tools()).tools) == len(BAD_ARGUMENTS)
+        result = await client.call_tool("validate_maml", {"document": example_workflow()})
+    assert result.is_error and error_of(result)["code"] == "backend_unavailable"
 
 
 async def test_the_readme_error_example_is_what_the_server_sends(
@@ -314,3 +334,71 @@ async def test_the_readme_error_example_is_what_the_server_sends(
     text, shown_text = sent["content"][0]["text"], example["content"][0]["text"]
     assert text.split(" at most")[0] == shown_text.split(" at most")[0]
     assert text.split("\n")[1].startswith('details: {"retry_after": ')
+
+
+# -- arguments as hosts send them --------------------------------------------------------------------
+
+
+async def test_verify_maml_takes_the_detached_signature_the_cli_writes(
+    make_settings: Callable[..., Settings], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mcp_server.cli import main
+
+    settings = make_settings()
+    document = tmp_path / "wf.maml.md"
+    document.write_text(example_workflow())
+    with pytest.raises(SystemExit) as done:
+        main(["--home", str(settings.home), "sign", str(document), "--detached"])
+    assert done.value.code in (0, None), capsys.readouterr()
+    signature = (tmp_path / "wf.maml.md.sig").read_text()
+    async with Client(build_server(settings)) as client:
+        as_text = await client.call_tool(
+            "verify_maml", {"document": example_workflow(), "detached_signature": signature}
+        )
+        as_object = await client.call_tool(
+            "verify_maml", {"document": example_workflow(), "detached_signature": json.loads(signature)}
+        )
+    for result in (as_text, as_object):
+        assert not result.is_error, result.content[0].text
+        assert result.structured_content["valid"] is True and result.structured_content["trusted"] is True
+
+
+async def test_json_text_is_decoded_only_where_a_string_cannot_go(
+    make_settings: Callable[..., Settings],
+) -> None:
+    async with Client(build_server(make_settings())) as client:
+        # A string argument holding JSON text stays text...
+        listed = await client.call_tool("list_receipts", {"tool": '{"not": "a tool"}'})
+        # ...and a list sent as JSON text (as some desktop hosts do) is decoded.
+        sealed = await client.call_tool(
+            "encrypt_maml", {"document": example_workflow(), "recipients": '["0"]'}
+        )
+    assert not listed.is_error and listed.structured_content["receipts"] == []
+    error = error_of(sealed)
+    assert error is not None and error["code"] == "key_error"  # it got as far as the recipient's id
+    assert "malformed key id '0'" in error["message"]
+
+
+async def test_no_server_path_reaches_a_caller(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Messages name no server path (an unknown key once said `... in /home/.../keys`), and anything
+    path-like that slips into an error is scrubbed at the seam."""
+    import tools.verify_maml
+    from mcp_server.errors import NotFound
+
+    settings = make_settings()
+    home = str(settings.home)
+    async with Client(build_server(settings)) as client:
+        missing = await client.call_tool("sign_maml", {"document": example_workflow(), "key_id": "0" * 32})
+
+        def leaky(*_: object, **__: object) -> None:
+            raise NotFound(f"no such file {home}/keys/x.pem", where=f"{home}/keys")
+
+        monkeypatch.setattr(tools.verify_maml, "inspect_signature", leaky)
+        leaked = await client.call_tool("verify_maml", {"document": example_workflow()})
+    assert error_of(missing)["code"] == "not_found" and home not in missing.content[0].text
+    assert "this server's key store" in error_of(missing)["message"]
+    error = error_of(leaked)
+    assert home not in leaked.content[0].text and home not in json.dumps(error)
+    assert error["message"] == "no such file <path>" and error["details"] == {"where": "<path>"}

@@ -212,3 +212,32 @@ def test_http_refuses_foreign_origin(http_server: str, tmp_path: Path) -> None:
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(request, timeout=10)
     assert info.value.code == 403
+
+
+UNREACHABLE_DATABASE = {"MACROSLOW_DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:9/none"}
+
+
+def test_http_does_not_start_without_its_database(tmp_path: Path) -> None:
+    """Over HTTP the services open before the first request is accepted: no database, no server."""
+    done = subprocess.run(
+        [*SERVE, "--transport", "streamable-http", "--port", str(_free_port())],
+        env={**_env(tmp_path / "home"), **UNREACHABLE_DATABASE},
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert b"cannot start: backend_unavailable" in done.stderr
+
+
+@pytest.mark.anyio
+async def test_stdio_answers_the_handshake_without_its_database(tmp_path: Path) -> None:
+    """Over stdio the handshake does not wait for the database; calls then say what is wrong."""
+    params = StdioServerParameters(
+        command=SERVE[0],
+        args=[*SERVE[1:], "--transport", "stdio"],
+        env={**_env(tmp_path / "home"), **UNREACHABLE_DATABASE},
+    )
+    async with Client(params) as client:
+        assert len((await client.list_tools()).tools) == 10
+        result = await client.call_tool("validate_maml", {"document": "x"})
+    assert result.is_error and result.content[0].text.startswith("backend_unavailable: the database")
