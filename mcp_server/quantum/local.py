@@ -26,11 +26,13 @@ import logging
 import math
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 from mcp_server.errors import BackendUnavailable, RateLimited, RequestTooLarge
@@ -161,16 +163,42 @@ def _worker_main(conn: Connection) -> None:  # pragma: no cover - runs in the ch
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child process
-    """Exit when the server process is gone (re-parented). Not PR_SET_PDEATHSIG: that fires when
-    the *thread* that started the worker ends, and workers are started from job threads."""
-    parent = os.getppid()
+    """End the worker when the server process is gone (the worker is re-parented).
 
-    def watch() -> None:
-        while os.getppid() == parent:
+    Not PR_SET_PDEATHSIG: that fires when the *thread* that started the worker ends, and workers are
+    started from job threads. Not a thread in the worker either: some Aer simulation methods hold
+    the GIL for the whole run, so a watching thread could not run until the simulation ended (an
+    orphaned worker kept two cores busy for minutes). The watcher is a small process forked before
+    qiskit is loaded, with a GIL of its own: it kills the worker with SIGKILL once the worker's
+    parent is no longer the server, and exits once the worker is gone."""
+    server, worker = os.getppid(), os.getpid()
+    if not os.path.exists(f"/proc/{worker}/stat"):  # no /proc: watch from a thread, as best we can
+
+        def watch() -> None:
+            while os.getppid() == server:
+                time.sleep(0.5)
+            os._exit(1)
+
+        threading.Thread(target=watch, name="macroslow-aer-watchdog", daemon=True).start()
+        return
+    if os.fork() != 0:
+        return
+    try:  # the watcher process
+        while os.getppid() == worker:  # else the worker has ended: nothing left to watch
+            if _parent_of(worker) != server:
+                os.kill(worker, signal.SIGKILL)
+                break
             time.sleep(0.5)
-        os._exit(1)
+    finally:
+        os._exit(0)
 
-    threading.Thread(target=watch, name="macroslow-aer-watchdog", daemon=True).start()
+
+def _parent_of(pid: int) -> int | None:  # pragma: no cover - runs in the watcher process
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])  # after "(comm)": state, then the parent's pid
 
 
 class _Worker:
@@ -351,6 +379,8 @@ class LocalSimulator:
 
     def _take_worker(self) -> _Worker:
         with self._lock:
+            if self._closed:  # a worker started now would never be stopped
+                raise Cancelled("the server is stopping")
             while self._idle:
                 worker = self._idle.pop()
                 if worker.process.is_alive():

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -138,3 +139,41 @@ def test_sigterm_stops_cleanly_and_records_running_jobs_as_interrupted(tmp_path:
     # Read straight from the database: only the server's own shutdown can have written this.
     assert stopped.status.value == "interrupted" and kept.status.value == "succeeded"
     assert report.ok, report.problems
+
+
+SERVER_WITH_A_BUSY_WORKER = """
+import multiprocessing, sys, time
+from mcp_server.quantum.local import _die_with_parent
+
+def busy():
+    _die_with_parent()
+    sum(range(10**13))  # one C call: holds the GIL, as some Aer simulation methods do, for hours
+
+if __name__ == "__main__":
+    child = multiprocessing.get_context("spawn").Process(target=busy, daemon=True)
+    child.start()
+    print(child.pid, flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_worker_holding_the_gil_still_dies_with_its_server(tmp_path: Path) -> None:
+    """The watcher of a worker is a process of its own: it acts even while the worker's Python is
+    stuck in one long C call (a watching thread needs the GIL, and once left a worker burning two
+    cores for good after its server was gone)."""
+    script = tmp_path / "server.py"
+    script.write_text(SERVER_WITH_A_BUSY_WORKER)
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, cwd=tmp_path)
+    try:
+        assert proc.stdout is not None
+        worker = int(proc.stdout.readline())
+        time.sleep(1.0)  # the worker is in its long C call
+        assert Path(f"/proc/{worker}").exists()
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{worker}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    status = Path(f"/proc/{worker}/status")
+    assert not status.exists() or "zombie" in status.read_text(), "the worker outlived its server"
