@@ -2,7 +2,7 @@
 
 Timing tests on a loaded machine are flaky when they compare against absolute times, so the main
 test compares a document of N bytes with one of 4N bytes of the same hostile shape: linear cost
-gives a ratio near 4, quadratic near 16, and the test asks for less than 8. Times are CPU times
+gives a ratio near 4, quadratic near 16, and the test asks for less than 10. Times are CPU times
 (`time.process_time`) of the best of a few interleaved runs, so other processes on the machine
 matter little. One absolute bound remains as a sanity check: hostile front matter at the 1 MiB size
 cap parses (or is refused) in under 2 s of CPU time; before YAML 1.1 resolution was replaced, one
@@ -67,15 +67,16 @@ def cpu_time(text: str) -> float:
 
 @pytest.mark.parametrize("shape", SHAPES, ids=list(SHAPES))
 def test_four_times_the_bytes_costs_about_four_times_the_time(shape: str) -> None:
-    size = 48 * 1024 if shape == "items under a long key" else 24 * 1024
+    size = 128 * 1024 if shape == "items under a long key" else 64 * 1024
     small, large = SHAPES[shape](size), SHAPES[shape](4 * size)
     cpu_time(small)  # warm up
     times_small, times_large = [], []
     for _ in range(3):
         times_small.append(cpu_time(small))
         times_large.append(cpu_time(large))
-    ratio = min(times_large) / max(min(times_small), 1e-3)  # below a millisecond, it is noise
-    assert ratio < 8, f"{shape}: {min(times_small) * 1000:.1f} ms, then {min(times_large) * 1000:.1f} ms"
+    # Linear is about 4, quadratic about 16. Below 5 ms a shared machine's noise dominates.
+    ratio = min(times_large) / max(min(times_small), 5e-3)
+    assert ratio < 10, f"{shape}: {min(times_small) * 1000:.1f} ms, then {min(times_large) * 1000:.1f} ms"
 
 
 BOMBS = {

@@ -85,5 +85,5 @@ def test_slow_documents_cost_their_callers_not_everyone(server: tuple[str, str, 
         for thread in attackers:
             thread.join(timeout=120)
     assert sum(hostile_calls) >= 4  # the slow documents were really being parsed meanwhile
-    assert max(health) < 1.5, f"/healthz: {max(health):.2f} s at worst"
-    assert statistics.median(verify) < 1.5 and max(verify) < 4, f"verify_maml: {sorted(verify)}"
+    assert max(health) < 2.0, f"/healthz: {max(health):.2f} s at worst"
+    assert statistics.median(verify) < 2.0 and max(verify) < 5, f"verify_maml: {sorted(verify)}"
