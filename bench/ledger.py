@@ -1,24 +1,21 @@
 """Benchmarks of the receipts ledger (targets 5-7 of bench/run.py), each against a floor measured in
 the same run.
 
-  5. appends per second on SQLite (one writer process, the ledger's durable engine: WAL,
-     synchronous=FULL, BEGIN IMMEDIATE), checkpoints at the default cadence, with 16 concurrent
+  5. covered appends per second on SQLite (one writer process, the ledger's durable engine: WAL,
+     synchronous=FULL, BEGIN IMMEDIATE), a signed checkpoint per batch, with 16 concurrent
      callers as a loaded server has: at least 2,000/s; next to plain INSERTs of the same rows from
      16 callers (a durable engine, one transaction per row, no head, frontier or checkpoint). A
      single caller's sequential rate is printed too: there every append waits for its own flush;
-  6. appends per second on PostgreSQL with 8 concurrent writers: at least 1,000/s; next to 8 writers
-     doing plain INSERTs. Writers are measured both as 8 threads sharing one engine (as the server
-     appends: worker threads of one process) and as 8 processes with an engine each (several
-     servers on one database). Neither kind is right for both sides on a small machine: plain
-     INSERTs from threads are held back by the GIL, while appends, which serialise on the head row
-     lock, go slower from processes competing with PostgreSQL for the CPUs. So each side is
-     reported with its faster kind, and both kinds are printed. Two throwaway databases (ledger,
-     plain) are created and dropped; no server is a skip, not a failure;
+  6. covered appends per second on PostgreSQL with 8 concurrent writers: at least 1,000/s and at
+     least 1.5x plain one-row INSERTs from the same 8 writers (issue 15). An append returns only
+     once a signed checkpoint covers its receipt. The target compares 8 processes with 8
+     processes (several servers on one database); 8 threads of one engine (the worker threads of
+     one server) are printed too. Two throwaway databases (ledger, plain) are created and
+     dropped; no server is a skip, not a failure;
   7. `Ledger.verify()` over 100,000 receipts in under 10 s. Appending 100,000 receipts one by one
-     takes minutes, so the log is built in bulk from the ledger's own pieces (`Receipt`,
-     `merkle.leaf_hash`, `merkle.Frontier`, `Ledger._sign` every `checkpoint_every` receipts,
-     `Ledger.checkpoint()` at the end): the rows, head and signed checkpoints have the form appends
-     give them, and `verify()` must find nothing wrong before its time counts.
+     takes minutes, so the log is built in batches of 10,000 through the ledger's own integrator
+     (`Integrator.integrate`, one signed checkpoint per batch, as appends make them), and `verify()`
+     must find nothing wrong before its time counts.
 
     .venv/bin/python bench/ledger.py     these three alone; exit codes as bench/run.py
 """
@@ -44,7 +41,7 @@ from typing import Any, TextIO
 
 import anyio
 from run import BenchError, Rounds, report, side_by_side, sync_sampler  # bench/run.py
-from sqlalchemy import Engine, insert, text, update
+from sqlalchemy import Engine, insert, text
 from sqlalchemy.sql.dml import Insert
 
 from mcp_server.crypto import mldsa
@@ -52,23 +49,22 @@ from mcp_server.crypto.keys import KeyStore
 from mcp_server.db import database_errors, open_engine, write_transaction
 from mcp_server.home import initialize, open_keys
 from mcp_server.ledger import merkle
-from mcp_server.ledger.models import LedgerHead, ReceiptRow
+from mcp_server.ledger.integrate import Entry
+from mcp_server.ledger.models import ReceiptRow
 from mcp_server.ledger.receipts import Receipt
-from mcp_server.ledger.store import HEAD_ID, Draft, Ledger, utc_now
+from mcp_server.ledger.store import Draft, Ledger, utc_now
 from mcp_server.settings import Settings
 
 # Targets.
 MIN_SQLITE_APPENDS = 2000.0
 MIN_POSTGRES_APPENDS = 1000.0
+MIN_POSTGRES_RATIO = 1.5  # covered appends over plain one-row INSERTs, same writers
 CALLERS = 16  # concurrent callers of one SQLite writer process (target 5)
 LOAD_SECONDS = 1.0
 LOAD_ROUNDS = 3
 MAX_VERIFY_S = 10.0
 
-CHECKPOINT_EVERY = 256  # the defaults of Settings and Ledger
-CHECKPOINT_SECONDS = 10.0
-# A round of 256 appends holds exactly one count-triggered checkpoint signature.
-SQLITE = Rounds(warmup=64, rounds=8, per_round=CHECKPOINT_EVERY)
+SQLITE = Rounds(warmup=64, rounds=8, per_round=256)
 WRITERS = 8
 PG_ROUNDS = 4  # per measurement, interleaved
 PG_ROUND_S = 0.75  # each writer works this long per round
@@ -187,8 +183,6 @@ async def bench_sqlite(work: Path, keys: KeyStore) -> bool:
     ledger = Ledger(
         open_engine(f"sqlite:///{work / 'ledger.db'}", durable=True),
         keys,
-        checkpoint_every=CHECKPOINT_EVERY,
-        checkpoint_seconds=CHECKPOINT_SECONDS,
     )
     plain_engine = open_engine(f"sqlite:///{work / 'plain.db'}", durable=True)
     plains = [PlainWriter(plain_engine, i * 10_000_000) for i in range(CALLERS)]
@@ -279,8 +273,6 @@ def _worker_init(
     ledger = Ledger(
         open_engine(ledger_url, durable=True, migrate_schema=False),
         keys,
-        checkpoint_every=CHECKPOINT_EVERY,
-        checkpoint_seconds=CHECKPOINT_SECONDS,
     )
     plain = PlainWriter(open_engine(plain_url, durable=True, migrate_schema=False), (10 + index) * 10**8)
     _worker.update(barrier=barrier, append=lambda: ledger.append(DRAFT), plain=plain.insert_one)
@@ -317,8 +309,6 @@ async def bench_postgres(home: Path, keys: KeyStore, errlog: TextIO) -> bool:
         ledger = Ledger(
             open_engine(ledger_url, durable=True),
             keys,
-            checkpoint_every=CHECKPOINT_EVERY,
-            checkpoint_seconds=CHECKPOINT_SECONDS,
         )
         stack.callback(ledger.engine.dispose)
         plain_engine = open_engine(plain_url, durable=True)
@@ -361,16 +351,15 @@ async def bench_postgres(home: Path, keys: KeyStore, errlog: TextIO) -> bool:
             measure(PG_WARMUP_S)
         r = interleaved({name: partial(m, PG_ROUND_S) for name, m in rates.items()}, PG_ROUNDS)
         checkpoints = checked(ledger, "PostgreSQL")
-    # Each side with the kind of writer that suits it: neither is held back by the GIL or by
-    # processes competing for the CPUs.
-    append_rate = max(r["append threads"], r["append processes"])
-    plain_rate = max(r["plain threads"], r["plain processes"])
+    # The target: 8 writer processes on each side (several servers on one database).
+    append_rate, plain_rate = r["append processes"], r["plain processes"]
+    ratio = append_rate / plain_rate
     ok = report(
         label,
-        f"{append_rate:.0f} appends/s = {append_rate / plain_rate:.2f}x plain INSERT ({plain_rate:.0f} "
-        f"rows/s), each with its faster kind of writer",
-        f"target >= {MIN_POSTGRES_APPENDS:.0f}/s",
-        append_rate >= MIN_POSTGRES_APPENDS,
+        f"{append_rate:.0f} covered appends/s = {ratio:.2f}x plain one-row INSERT ({plain_rate:.0f} rows/s), "
+        f"{WRITERS} processes each",
+        f"target >= {MIN_POSTGRES_APPENDS:.0f}/s and >= {MIN_POSTGRES_RATIO:g}x",
+        append_rate >= MIN_POSTGRES_APPENDS and ratio >= MIN_POSTGRES_RATIO,
     )
     report(
         f"  {WRITERS} threads (one engine) / processes",
@@ -389,42 +378,25 @@ async def bench_postgres(home: Path, keys: KeyStore, errlog: TextIO) -> bool:
 
 
 def build_ledger(ledger: Ledger, size: int) -> int:
-    """Fill an empty ledger with `size` receipts in bulk, through the pieces `append` uses: the same
-    rows, the head's frontier after every transaction, a signed checkpoint every `checkpoint_every`
-    receipts (in the transaction that stores the receipt completing it) and, as at shutdown, one
-    for the final size. Returns the number of checkpoints signed."""
-    frontier = merkle.Frontier()
-    signed = 0
+    """Fill an empty ledger with `size` receipts in batches of BUILD_CHUNK through the ledger's own
+    integrator: the same rows, head and one signed checkpoint per batch as appends make. Returns the
+    number of checkpoints signed."""
     if ledger.size() != 0:
         raise BenchError("the ledger to build is not empty")
+    integrator = ledger._sequencer.integrator
+    signed = 0
     for first in range(0, size, BUILD_CHUNK):
-        rows: list[dict[str, Any]] = []
+        entries = [Entry.new(DRAFT) for _ in range(min(BUILD_CHUNK, size - first))]
         with database_errors(), write_transaction(ledger.engine) as conn:
-            head: dict[str, Any] = {}
-            for seq in range(first, min(size, first + BUILD_CHUNK)):
-                row = receipt_row(seq)
-                rows.append(row)
-                frontier.append(row["leaf_hash"])
-                if frontier.size % ledger.checkpoint_every == 0:
-                    if not ledger._sign(conn, frontier.size, frontier.root()):
-                        raise BenchError("the ledger could not sign a checkpoint")
-                    signed += 1
-                    head.update(checkpoint_size=frontier.size, checkpoint_time=time.time())
-            conn.execute(insert(ReceiptRow), rows)
-            conn.execute(
-                update(LedgerHead)
-                .where(LedgerHead.id == HEAD_ID)
-                .values(size=frontier.size, frontier=frontier.to_bytes(), **head)
-            )
-    final = ledger.checkpoint()
-    if final is None or final.size != size:
-        raise BenchError(f"the final checkpoint is {final}, not one of size {size}")
-    return signed + int(size % ledger.checkpoint_every != 0)
+            if integrator.integrate(conn, entries) is None:
+                raise BenchError("the integrator integrated nothing")
+        signed += 1
+    return signed
 
 
 async def bench_verify(work: Path, keys: KeyStore) -> bool:
     url = f"sqlite:///{work / 'verify.db'}"
-    builder = Ledger(open_engine(url), keys, checkpoint_every=CHECKPOINT_EVERY)  # synchronous=NORMAL
+    builder = Ledger(open_engine(url), keys)  # synchronous=NORMAL
     t0 = time.perf_counter()
     try:
         signed = build_ledger(builder, VERIFY_RECEIPTS)
@@ -453,7 +425,7 @@ async def bench_verify(work: Path, keys: KeyStore) -> bool:
     )
     report(
         "  building it (bulk, not timed above)",
-        f"{build_s:.1f} s: Receipt, leaf_hash, Frontier, Ledger._sign; {BUILD_CHUNK:,} rows a transaction",
+        f"{build_s:.1f} s: Integrator.integrate, {BUILD_CHUNK:,} receipts and a checkpoint a transaction",
     )
     return ok
 
@@ -485,8 +457,8 @@ async def bench_ledger(errlog: TextIO) -> bool:
         initialize(settings, example=False)
         keys = open_keys(settings)
         print(
-            f"\nledger: SQLite {sqlite3.sqlite_version} (WAL, synchronous=FULL, BEGIN IMMEDIATE); ML-DSA-65 "
-            f"checkpoints every {CHECKPOINT_EVERY} receipts or {CHECKPOINT_SECONDS:.0f} s"
+            f"\nledger: SQLite {sqlite3.sqlite_version} (WAL, synchronous=FULL, BEGIN IMMEDIATE); one "
+            "ML-DSA-65 checkpoint per batch; an append returns once a checkpoint covers it"
         )
         print(
             f"rounds: SQLite {SQLITE.rounds}x{SQLITE.per_round} appends or inserts, PostgreSQL {PG_ROUNDS}x"

@@ -434,29 +434,47 @@ def cmd_receipts_show(args: argparse.Namespace) -> int:
 
 
 def cmd_receipts_verify(args: argparse.Namespace) -> int:
+    """Exit 0 when the log is intact and every receipt is covered by a verified checkpoint; 1 when
+    it is tampered or truncated, or (unless --allow-uncovered) when receipts are uncovered or no
+    checkpoint exists: those were never acknowledged, and nothing vouches for them yet."""
     report = _ledger(args).verify()
+    pending = report.uncovered + report.queued
+    covered = report.ok and (args.allow_uncovered or (report.checkpoints > 0 and pending == 0))
     if args.json:
-        print(json.dumps({**report.__dict__, "ok": report.ok}, indent=2))
+        print(json.dumps({**report.__dict__, "ok": report.ok, "covered": covered}, indent=2))
     elif report.ok:
         print(
             f"ok: {report.receipts} receipts, {report.checkpoints} signed checkpoints; "
             f"receipts 0..{report.verified_size - 1} covered by a verified checkpoint"
             if report.verified_size
-            else f"ok: {report.receipts} receipts, no signed checkpoint yet"
+            else f"ok: {report.receipts} receipts, no signed checkpoint"
         )
-        if report.verified_size < report.receipts:
-            print(f"  {report.receipts - report.verified_size} newer receipts await the next checkpoint")
+        if report.uncovered:
+            print(f"  {report.uncovered} receipts past the newest checkpoint are uncovered")
+        if report.queued:
+            print(f"  {report.queued} receipts are queued, not yet integrated")
+        if not covered:
+            print(
+                "NOT COVERED: the server covers them at its next start (behind a recovery receipt); "
+                "--allow-uncovered accepts this"
+            )
     else:
         print("LEDGER INVALID")
         if report.first_bad_seq is not None:
             print(f"  first bad receipt: {report.first_bad_seq}")
         for problem in report.problems:
             print(f"  - {problem}")
-    return EXIT_OK if report.ok else EXIT_INVALID
+    return EXIT_OK if covered else EXIT_INVALID
 
 
 def cmd_receipts_prove(args: argparse.Namespace) -> int:
+    if args.tlog_proof and args.consistency:
+        raise CliError("--tlog-proof is for an inclusion proof; leave out --consistency")
+    if args.output and not args.tlog_proof:
+        raise CliError("-o/--output writes a --tlog-proof file; give --tlog-proof too")
     ledger = _ledger(args)
+    if args.tlog_proof:
+        return _write_tlog_proof(args, ledger)
     if args.consistency:
         old, new = args.consistency
         proof = ledger.consistency(old, new)
@@ -466,6 +484,81 @@ def cmd_receipts_prove(args: argparse.Namespace) -> int:
         raise CliError("give a receipt id, or --consistency OLD NEW")
     print(json.dumps(ledger.prove(args.receipt_id), indent=2))
     return EXIT_OK
+
+
+def _write_tlog_proof(args: argparse.Namespace, ledger: Any) -> int:
+    """`receipts prove ID --tlog-proof`: the proof as a c2sp.org/tlog-proof file (docs/receipts.md)."""
+    from mcp_server.ledger.proofs import receipt_proof
+
+    if args.receipt_id is None:
+        raise CliError("give the id of the receipt to prove")
+    receipt, _ = ledger.get(args.receipt_id)
+    proved = ledger.prove(args.receipt_id)
+    text = receipt_proof(receipt, [bytes.fromhex(h) for h in proved["proof"]], proved["checkpoint"])
+    if not args.output:
+        sys.stdout.write(text)
+        return EXIT_OK
+    _write(args.output, text.encode("utf-8"))
+    print(
+        f"inclusion proof of receipt {receipt.id} (entry {receipt.seq} of {proved['tree_size']}) "
+        f"-> {args.output}"
+    )
+    return EXIT_OK
+
+
+def cmd_receipts_check_proof(args: argparse.Namespace) -> int:
+    """Check a c2sp.org/tlog-proof file offline: against --key, or the keys in the trust store."""
+    from mcp_server.crypto import mldsa
+    from mcp_server.crypto.keys import load_public_pem
+    from mcp_server.ledger.checkpoint import check_key_name
+    from mcp_server.ledger.proofs import MAX_PROOF_BYTES, check_proof, parse_proof, signing_key
+
+    if args.origin is not None:
+        try:
+            check_key_name(args.origin)
+        except ValueError as exc:
+            raise CliError(f"--origin: {exc}") from None
+    text = _read(args.file, MAX_PROOF_BYTES)
+    given = load_public_pem(_read(args.key, SMALL_FILE)) if args.key else None
+    proof = parse_proof(text)
+    key_name = args.origin or proof.claimed_origin()
+    if given is None:
+        trust = _keys(args).trust
+        ids = trust.ids()
+        if not ids:
+            raise CliError(f"no trusted keys in {trust.path}; give the log's public key with --key PEM_FILE")
+        trusted = (trust.get(kid) for kid in ids)
+        public = signing_key(proof, key_name, (k for k in trusted if k is not None))
+    else:
+        public = given
+    checked = check_proof(proof, public, key_name)
+    cp, receipt, key_id = checked.checkpoint, checked.receipt, mldsa.key_id(public)
+    if args.json:
+        data = {
+            "ok": True,
+            "index": checked.index,
+            "tree_size": cp.size,
+            "root": cp.root.hex(),
+            "origin": cp.origin,
+            "key_id": key_id,
+            "receipt": receipt,
+        }
+        print(json.dumps(data, indent=2))
+        return EXIT_OK
+    shown = {
+        name: _printable(receipt.get(name)) for name in ("id", "tool", "principal", "decision", "outcome")
+    }
+    print(
+        f"ok: receipt {shown['id']}: {shown['tool']} by {shown['principal']}, "
+        f"{shown['decision']} ({shown['outcome']})"
+    )
+    print(f"  entry {checked.index} of {cp.size} in {cp.origin}, checkpoint signed by key {key_id}")
+    return EXIT_OK
+
+
+def _printable(value: Any) -> str:
+    """A receipt field for a terminal: printable text as is, anything else as JSON."""
+    return value if isinstance(value, str) and value.isprintable() and value else json.dumps(value)
 
 
 def cmd_receipts_export(args: argparse.Namespace) -> int:
@@ -638,12 +731,35 @@ def build_parser() -> argparse.ArgumentParser:
     rv = radd(
         "verify",
         cmd_receipts_verify,
-        "recompute the whole log against its signed checkpoints: exit 0 intact, 1 tampered or truncated",
+        "recompute the whole log against its signed checkpoints: exit 0 intact and covered, 1 tampered, "
+        "truncated, or with receipts no checkpoint covers",
     )
     rv.add_argument("--json", action="store_true")
+    rv.add_argument(
+        "--allow-uncovered",
+        action="store_true",
+        help="exit 0 for an intact log even when receipts are uncovered or no checkpoint exists",
+    )
     rp = radd("prove", cmd_receipts_prove, "inclusion proof of a receipt (or a consistency proof)")
     rp.add_argument("receipt_id", nargs="?")
     rp.add_argument("--consistency", nargs=2, type=int, metavar=("OLD", "NEW"))
+    rp.add_argument(
+        "--tlog-proof",
+        action="store_true",
+        help="write the proof as a c2sp.org/tlog-proof file (stdout unless -o), to check offline",
+    )
+    rp.add_argument("-o", "--output", metavar="FILE", help="with --tlog-proof: write to FILE (*.tlog-proof)")
+    rc = radd(
+        "check-proof",
+        cmd_receipts_check_proof,
+        "check a .tlog-proof file offline: exit 0 it holds, 1 it does not, 2 usage or unreadable file",
+    )
+    rc.add_argument("file", metavar="FILE")
+    rc.add_argument(
+        "--key", metavar="PEM_FILE", help="the log's public key (`keys export`); default: the trust store"
+    )
+    rc.add_argument("--origin", help="require this log origin (default: the one the checkpoint names)")
+    rc.add_argument("--json", action="store_true", help="print the receipt and checkpoint as JSON")
     rx = radd("export", cmd_receipts_export, "write all receipts as JSON lines, or the newest checkpoint")
     rx.add_argument("-o", "--output")
     rx.add_argument("--checkpoint", metavar="FILE", help="write the newest signed checkpoint note to FILE")

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from mcp_server.ledger.store import Ledger
     from mcp_server.llm.service import LlmService
     from mcp_server.policy.guard import Guard, Policy
+    from mcp_server.policy.quota import RateLimiter
     from mcp_server.quantum.backends import RemoteBackend
     from mcp_server.quantum.jobs import Job
     from mcp_server.quantum.service import JobService, Listener
@@ -67,6 +68,7 @@ class Services:
     engine: Engine
     ledger: Ledger
     guard: Guard
+    rate_limiter: RateLimiter
     jobs: JobService
     llm: LlmService
     cpu_limiter: anyio.CapacityLimiter
@@ -221,10 +223,17 @@ def _open_blocking(settings: Settings, policy: Policy) -> Services:
         ledger = Ledger(
             ledger_engine,
             keys,
-            checkpoint_every=settings.checkpoint_every,
-            checkpoint_seconds=settings.checkpoint_seconds,
+            batch_max=settings.ledger_batch_max,
+            batch_wait=settings.ledger_batch_wait,
+            cover_seconds=settings.ledger_cover_seconds,
         )
-        limiter = RateLimiter(engine, settings.rate_per_minute, settings.rate_burst)
+        stack.callback(ledger.close)
+        ledger.recover()  # receipts a stopped server left uncovered, behind a recovery receipt
+        limiter = RateLimiter(
+            engine, settings.rate_per_minute, settings.rate_burst, sync_seconds=settings.rate_sync_seconds
+        )
+        limiter.start()  # its sync thread; `_close` stops it and reports what is left
+        stack.callback(limiter.close)
         llm = LlmService(settings, engine)
 
         def record_job(job: Job) -> None:
@@ -242,6 +251,7 @@ def _open_blocking(settings: Settings, policy: Policy) -> Services:
             engine=engine,
             ledger=ledger,
             guard=Guard(policy, keys, limiter),
+            rate_limiter=limiter,
             jobs=jobs,
             llm=llm,
             cpu_limiter=anyio.CapacityLimiter(settings.cpu_workers),
@@ -261,13 +271,12 @@ def _azure_backend(settings: Settings) -> RemoteBackend:
 
 
 async def _close(services: Services, *, started: bool = True) -> None:
-    log.info("closing the services (a final checkpoint first)")
+    log.info("closing the services")
     if started:
-        services.jobs.close()
-        try:  # a checkpoint of the final state: deleting the tail later is then detected
-            services.ledger.checkpoint()
-        except MacroslowError as exc:
-            log.warning("no final receipts checkpoint: %s", exc)
+        services.jobs.close()  # a job that ends now still records its receipt
+    services.ledger.close()
+    # The calls granted since the last rate sync are reported (blocking database I/O: off the loop).
+    await anyio.to_thread.run_sync(services.rate_limiter.close)
     services.ledger.engine.dispose()
     services.engine.dispose()
     await services.llm.aclose()  # its HTTP client closes in the event loop

@@ -167,6 +167,13 @@ class Settings(BaseSettings):
     )
     rate_per_minute: float = Field(default=1200, ge=0, description="Calls per principal per minute; 0: off.")
     rate_burst: int = Field(default=120, ge=1, description="Calls a principal may make at once.")
+    rate_sync_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=3600,
+        description="Each process decides the call rate in memory and reconciles it through the database "
+        "this often; several processes may overshoot a shared limit by a bounded amount (docs/security.md).",
+    )
     llm_token_budget: int = Field(default=200_000, ge=0, description="LLM tokens per principal per period.")
     llm_budget_period_seconds: int = Field(default=86_400, ge=60)
 
@@ -286,8 +293,15 @@ class Settings(BaseSettings):
     llm_cache_ttl_seconds: int = Field(default=3600, ge=0, description="Response cache lifetime; 0: off.")
 
     # -- receipts ------------------------------------------------------------------------------
-    checkpoint_every: int = Field(default=256, ge=1, description="Sign a checkpoint every N receipts...")
-    checkpoint_seconds: float = Field(default=10.0, gt=0, description="...or when the last is this old.")
+    ledger_batch_max: int = Field(
+        default=256, ge=1, le=10_000, description="Most receipts one integration (one checkpoint) takes."
+    )
+    ledger_batch_wait: float = Field(
+        default=0.0, ge=0, le=1.0, description="Longest the integrator waits for more receipts to batch."
+    )
+    ledger_cover_seconds: float = Field(
+        default=10.0, gt=0, description="Longest a call waits for a checkpoint to cover its receipt."
+    )
     receipt_payloads: Literal["none", "redacted"] = Field(
         default="none", description="Store redacted arguments in receipts (default: digests only)."
     )

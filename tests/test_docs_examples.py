@@ -10,7 +10,8 @@ bare words are flags:
   `yaml` (`yaml.safe_load_all` reads it), `sh` (its commands split like a POSIX shell's; every
   variable it sets is a real setting, `MACROSLOW_<FIELD>` or a documented alias, and the settings
   validate; every `macroslow-mcp` command parses with the real CLI parser), `console` (each
-  `$ macroslow-mcp ...` line parses with the CLI parser), `text` (only its `check_NAME`).
+  `$ macroslow-mcp ...` line parses with the CLI parser), `python` (it compiles; its `check_NAME`
+  runs it), `text` (only its `check_NAME`).
 - `untested` (a flag): an example that cannot run here (Kubernetes). Its section must say "untested
   example"; its check verifies what can be verified: it is well formed and names real settings,
   flags and endpoints.
@@ -18,12 +19,15 @@ bare words are flags:
 
 from __future__ import annotations
 
+import ast
 import base64
 import hashlib
 import json
 import os
 import re
 import shlex
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,9 +45,11 @@ from sqlalchemy.engine import make_url
 from mcp_server import sealing
 from mcp_server.auth.tokens import TokenAuthority
 from mcp_server.cli import build_parser, main
-from mcp_server.crypto import kem
+from mcp_server.crypto import kem, mldsa
+from mcp_server.crypto.keys import public_pem
 from mcp_server.db import open_engine
 from mcp_server.home import initialize, open_keys
+from mcp_server.ledger import proofs
 from mcp_server.ledger.checkpoint import open_checkpoint, parse_body
 from mcp_server.ledger.receipts import Draft
 from mcp_server.ledger.store import Ledger
@@ -54,7 +60,7 @@ from mcp_server.settings import Settings
 DOCS_DIR = Path(__file__).resolve().parents[1] / "docs"
 # docs/maml.md has its own test (tests/maml/test_docs_examples.py); every other document is here.
 DOCS = sorted(p for p in DOCS_DIR.glob("*.md") if p.name != "maml.md")
-KINDS = {"text", "console", "sh", "json", "yaml", "maml"}
+KINDS = {"text", "console", "sh", "json", "yaml", "maml", "python"}
 FLAGS = {"untested"}
 FENCE = re.compile(r"^(?P<indent> {0,3})(?P<fence>`{3,}|~{3,})(?P<info>.*)$")
 
@@ -240,6 +246,8 @@ def test_example(
         json.loads(example.body)
     elif example.kind == "yaml":
         list(yaml.safe_load_all(example.body))
+    elif example.kind == "python":
+        compile(example.body, str(example), "exec")
     elif example.kind == "sh":
         shell = _shell(example.body)
         _settings(shell.env, ctx)
@@ -511,7 +519,7 @@ def check_checkpoint_note(example: Example, ctx: Context) -> None:
     initialize(settings, example=False)
     engine = open_engine(settings.database, durable=True)
     try:
-        ledger = Ledger(engine, open_keys(settings), checkpoint_every=256, checkpoint_seconds=3600)
+        ledger = Ledger(engine, open_keys(settings))
         for i in range(3):
             ledger.append(_draft(i))
         stored = ledger.checkpoint()
@@ -545,6 +553,190 @@ def check_checkpoint_note(example: Example, ctx: Context) -> None:
     kind = b"\xff" + b"macroslow-mcp/checkpoint/v1/ML-DSA-65"
     assert blob[:4] == hashlib.sha256(origin.encode() + b"\n" + kind + public.public_bytes_raw()).digest()[:4]
     assert len(blob) == 4 + 3309  # an ML-DSA-65 signature
+
+
+@dataclass
+class ProofLog:
+    """A real ledger of three receipts (`_draft(0..2)`) under MACROSLOW_HOME, signed at size 3."""
+
+    origin: str
+    ids: list[str]
+    key_id: str
+
+
+def _proof_log(ctx: Context) -> ProofLog:
+    _clean_environment(ctx)  # and the working directory is tmp_path
+    home = ctx.tmp_path / "home"
+    ctx.monkeypatch.setenv("MACROSLOW_HOME", str(home))
+    settings = Settings(home=home, _env_file=None)  # type: ignore[call-arg]
+    initialize(settings, example=False)
+    engine = open_engine(settings.database, durable=True)
+    try:
+        ledger = Ledger(engine, open_keys(settings))
+        ids = [ledger.append(_draft(i)).id for i in range(3)]
+        stored = ledger.checkpoint()
+        origin = ledger.origin
+    finally:
+        engine.dispose()
+    assert stored is not None and stored.size == 3
+    return ProofLog(origin, ids, stored.key_id)
+
+
+def _prove(ctx: Context, receipt_id: str, path: str) -> str:
+    code, _, err = _run(ctx, "receipts", "prove", receipt_id, "--tlog-proof", "-o", path)
+    assert code == 0, err
+    return (ctx.tmp_path / path).read_text(encoding="utf-8")
+
+
+def _proof_layout(lines: list[str]) -> None:
+    """The lines of a tlog-proof of entry 1 of 3: the layout the "tlog-proof-file" fence shows."""
+    assert len(lines) == 12
+    assert lines[0] == proofs.MAGIC and lines[1].startswith("extra ") and lines[2] == "index 1"
+    for line in (*lines[3:5], lines[8]):  # the two hashes of the path, the checkpoint's root
+        assert STD_BASE64.fullmatch(line) and len(base64.b64decode(line, validate=True)) == 32
+    assert lines[5] == lines[9] == lines[11] == ""  # before the checkpoint, in it, the final newline
+    assert ORIGIN.fullmatch(lines[6]) and lines[7] == "3"
+    dash, name, _ = lines[10].split(" ")
+    assert dash == "\u2014" and name == lines[6]  # key name = the origin
+
+
+def check_tlog_proof_file(example: Example, ctx: Context) -> None:
+    """`receipts prove ID --tlog-proof` writes the lines shown: magic, extra (the receipt's leaf
+    bytes), index, the RFC 9162 path, an empty line, the checkpoint note verbatim."""
+    log = _proof_log(ctx)
+    real = _prove(ctx, log.ids[1], "r.tlog-proof")
+    shown, made = example.body.split("\n"), real.split("\n")
+    _proof_layout(made)
+    _proof_layout(shown)
+    signature = shown[10].split(" ")[2]
+    assert signature.endswith("...") and STD_BASE64.fullmatch(signature.removesuffix("..."))  # elided
+    # The shown extra is the start of a receipt's canonical JSON, as the real one is: elided too.
+    shown_extra = shown[1].removeprefix("extra ").removesuffix("...")
+    assert shown[1].endswith("...") and len(shown_extra) % 4 == 0
+    real_extra = base64.b64decode(made[1].removeprefix("extra "), validate=True)
+    assert real_extra.startswith(base64.b64decode(shown_extra, validate=True))
+    assert shown[6] == BY_ID["checkpoint-note"].body.split("\n")[0]  # the same log as above
+    # The real proof is the ledger's own proof, and checks out with the log's key.
+    proof = proofs.parse_proof(real)
+    code, out, _ = _run(ctx, "receipts", "prove", log.ids[1])
+    proved = json.loads(out)
+    assert code == 0 and [h.hex() for h in proof.hashes] == proved["proof"]
+    assert proof.checkpoint_note == proved["checkpoint"]
+    public = open_keys(Settings(_env_file=None)).public_key(log.key_id)  # type: ignore[call-arg]
+    assert public is not None
+    checked = proofs.check_proof(real, public, log.origin)
+    assert checked.receipt["id"] == log.ids[1] and checked.receipt["seq"] == checked.index == 1
+    assert json.loads(real_extra) == checked.receipt
+
+
+def check_tlog_proof_session(example: Example, ctx: Context) -> None:
+    """Run the session through the real CLI: each command prints what is shown, with the real
+    receipt id, origin and key id in place of the shown ones."""
+    log = _proof_log(ctx)
+    steps = _session(example.body)
+    [shown_origin] = set(ORIGIN.findall(example.body))
+    [shown_key] = set(re.findall(r"\b[0-9a-f]{32}\b", example.body))
+    shown_receipt = steps[0][0][2]
+    swaps = {shown_origin: log.origin, shown_receipt: log.ids[1], shown_key: log.key_id}
+
+    def real(text: str) -> str:
+        for shown, made in swaps.items():
+            text = text.replace(shown, made)
+        return text
+
+    for argv, printed in steps:
+        code, out, err = _run(ctx, *map(real, argv))
+        assert code == 0, err
+        assert out.splitlines() == [real(line) for line in printed], argv
+    commands = [" ".join(argv[:2]) for argv, _ in steps]
+    assert commands == ["receipts prove", "receipts check-proof", "keys export", "receipts check-proof"]
+    assert "--key" not in steps[1][0] and "--key" in steps[3][0]  # the trust store, then the PEM
+
+
+SCRIPT_FAILS = "proof REFUSED: "
+
+
+def _tampered(real: str, other_leaf: bytes) -> dict[str, str]:
+    """Proofs that must be refused: each changes one thing in a real proof of entry 1 of 3."""
+
+    def flip(line: str, at: int) -> str:
+        raw = bytearray(base64.b64decode(line, validate=True))
+        raw[at] ^= 0x01
+        return base64.b64encode(bytes(raw)).decode()
+
+    def edit(number: int, line: str) -> str:
+        lines = real.split("\n")
+        lines[number] = line
+        return "\n".join(lines)
+
+    lines = real.split("\n")
+    receipt = json.loads(base64.b64decode(lines[1].removeprefix("extra ")))
+    forged = json.dumps({**receipt, "principal": "agent://mallory"}, sort_keys=True, separators=(",", ":"))
+    dash, name, blob = lines[10].split(" ")
+    return {
+        "receipt": edit(1, "extra " + base64.b64encode(forged.encode()).decode()),
+        "another receipt": edit(1, "extra " + base64.b64encode(other_leaf).decode()),
+        "index": edit(2, "index 0"),
+        "index out of the tree": edit(2, "index 3"),
+        "hash": edit(3, flip(lines[3], 7)),
+        "hash left out": "\n".join(lines[:4] + lines[5:]),
+        "signature": edit(10, f"{dash} {name} {flip(blob, 100)}"),
+        "tree size": edit(7, "2"),
+        "no extra": "\n".join(lines[:1] + lines[2:]),
+        "not a proof": real.replace(proofs.MAGIC, "c2sp.org/tlog-proof@v2"),
+    }
+
+
+def check_check_tlog_proof_script(example: Example, ctx: Context) -> None:
+    """The script imports only the standard library and cryptography, accepts a real proof from a
+    real ledger with the key `keys export` writes, and refuses every tampered one (as the CLI does)."""
+    imported = set()
+    for node in ast.walk(ast.parse(example.body)):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            assert node.module is not None and node.level == 0
+            imported.add(node.module.split(".")[0])
+    assert "cryptography" in imported and imported - {"cryptography"} <= set(sys.stdlib_module_names)
+    assert "check_tlog_proof.py receipt.tlog-proof log.pub.pem" in _doc("receipts.md")
+
+    log = _proof_log(ctx)
+    real = _prove(ctx, log.ids[1], "receipt.tlog-proof")
+    code, _, err = _run(ctx, "keys", "export", log.key_id, "-o", "log.pub.pem")
+    assert code == 0, err
+    script = ctx.tmp_path / "check_tlog_proof.py"
+    script.write_text(example.body, encoding="utf-8")
+
+    def run_script(proof: str, key: str = "log.pub.pem") -> subprocess.CompletedProcess[str]:
+        (ctx.tmp_path / "t.tlog-proof").write_text(proof, encoding="utf-8")
+        return subprocess.run(
+            [sys.executable, "-I", str(script), "t.tlog-proof", key],
+            cwd=ctx.tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    accepted = run_script(real)
+    assert accepted.returncode == 0, accepted.stderr
+    first, _, receipt = accepted.stdout.partition("\n")
+    assert first == f"proof ok: receipt 1 of 3 in {log.origin}"
+    assert json.loads(receipt)["id"] == log.ids[1]
+
+    other_leaf = base64.b64decode(_prove(ctx, log.ids[2], "other.tlog-proof").split("\n")[1][6:])
+    for what, proof in _tampered(real, other_leaf).items():
+        refused = run_script(proof)
+        assert refused.returncode == 1 and refused.stderr.startswith(SCRIPT_FAILS), (what, refused)
+        code, _, err = _run(ctx, "receipts", "check-proof", "t.tlog-proof", "--key", "log.pub.pem")
+        assert code == 1 and err.startswith("macroslow-mcp: signature_invalid: "), (what, err)
+
+    other = ctx.tmp_path / "other.pub.pem"
+    other.write_bytes(public_pem(mldsa.generate().public_key()))
+    refused = run_script(real, str(other))
+    assert refused.returncode == 1 and refused.stderr.startswith(SCRIPT_FAILS), refused
+    code, _, err = _run(ctx, "receipts", "check-proof", "receipt.tlog-proof", "--key", str(other))
+    assert code == 1 and "no signature by" in err
 
 
 # -- docs/security.md ----------------------------------------------------------------------------

@@ -15,6 +15,15 @@ No `structuredContent`. The text carries everything an agent needs to act (the s
 then the message, then the details as JSON when there are any: `retry_after`, `required_scope`,
 `requested`/`allowed`, `field`/`line`); `_meta` carries the same as data for programs.
 
+Every tool result, success or error, also carries the evidence of its receipt once a signed
+checkpoint covers it (`with_receipt`):
+
+    "_meta": {"macroslow-mcp/receipt": {"id": "<uuid>", "index": <leaf index>, "tree_size": <n>,
+                                         "tlog_proof": "c2sp.org/tlog-proof@v1\n..."}}
+
+`tlog_proof` is the receipt's inclusion proof in that checkpoint, the receipt itself as the proof's
+extra data: `macroslow-mcp receipts check-proof` verifies it offline (docs/receipts.md).
+
 A resource read that fails answers with a JSON-RPC error whose `data` is that same dict.
 
 Nothing about the server's filesystem reaches a caller: messages are written without paths, and,
@@ -26,7 +35,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult, TextContent
@@ -34,7 +43,11 @@ from pydantic import BaseModel, ValidationError
 
 from mcp_server.errors import InvalidDocument, MacroslowError
 
+if TYPE_CHECKING:
+    from mcp_server.ledger.integrate import Evidence
+
 ERROR_META = "macroslow-mcp/error"
+RECEIPT_META = "macroslow-mcp/receipt"
 # An absolute POSIX path of at least two components, not part of a URL (`scheme://host/a/b`) or a
 # word (`a/b/c`): what must never reach a caller.
 _PATH = re.compile(r"(?<![\w:/.~-])/(?:[^\s/'\"`]+/)+[^\s/'\"`,;)]*")
@@ -76,6 +89,17 @@ def error_result(exc: MacroslowError) -> CallToolResult:
     return CallToolResult(
         content=[TextContent(type="text", text=error_text(error))], is_error=True, _meta={ERROR_META: error}
     )
+
+
+def with_receipt(result: CallToolResult, evidence: Evidence) -> CallToolResult:
+    """`result` with its receipt's evidence in `_meta` (module docstring)."""
+    receipt = {
+        "id": evidence.receipt.id,
+        "index": evidence.receipt.seq,
+        "tree_size": evidence.checkpoint.size,
+        "tlog_proof": evidence.tlog_proof(),
+    }
+    return result.model_copy(update={"meta": {**(result.meta or {}), RECEIPT_META: receipt}})
 
 
 def error_of(result: CallToolResult | dict[str, Any]) -> dict[str, Any] | None:

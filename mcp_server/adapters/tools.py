@@ -21,8 +21,9 @@ Every call, in order (`ToolRunner.call`):
 5. run the body with the validated arguments and the `Call`;
 6. shape the result (`results.ok_result` / `results.error_result`; an unexpected exception is
    logged and answered as `internal_error`, never with its text);
-7. append exactly one receipt (`ledger.drafts.call_draft`); if it cannot be written, the result is
-   withheld and the caller gets `backend_unavailable`;
+7. record exactly one receipt (`ledger.drafts.call_draft`) and wait until a signed checkpoint covers
+   it; its evidence (id, leaf index, a tlog-proof) goes into the result's `_meta`. If it cannot be
+   written and covered, the result is withheld and the caller gets `backend_unavailable`;
 8. count the call (metrics) and write one log line (who, tool, outcome, duration).
 
 A failure in steps 2-4 is a refusal (`Call.refuse`: receipt `denied`, an audit line, a metric); a
@@ -47,7 +48,7 @@ from mcp_types import CallToolResult
 from pydantic import BaseModel, Field, ValidationError
 
 from mcp_server import metrics
-from mcp_server.adapters.results import error_result, invalid_arguments, ok_result
+from mcp_server.adapters.results import error_result, invalid_arguments, ok_result, with_receipt
 from mcp_server.calls import Call
 from mcp_server.errors import BackendUnavailable, InternalError, MacroslowError
 from mcp_server.ledger.drafts import call_draft
@@ -60,6 +61,7 @@ if TYPE_CHECKING:
 
     from mcp_server.admission import Admission
     from mcp_server.auth.principal import Principal
+    from mcp_server.ledger.integrate import Evidence
     from mcp_server.services import ServiceHost
 
 log = logging.getLogger("mcp_server.tools")
@@ -190,11 +192,18 @@ class ToolRunner:
             )
         if error is not None:
             result = error_result(error)
-        if not await self._receipt(call, structured, error):
+        try:
+            evidence = await self._receipt(call, structured, error)
+        except MacroslowError as exc:
+            log.error("tool %s: receipt not covered (%s); result withheld", call.name, exc.code)
             error = BackendUnavailable(
-                "the receipt for this call could not be written, so its result is withheld; try again shortly"
+                "the receipt for this call could not be written and covered by a signed checkpoint, so "
+                "its result is withheld; try again shortly"
             )
             result = error_result(error)
+        else:
+            if evidence is not None:
+                result = with_receipt(result, evidence)
         observe(call, error.code if error is not None else "ok")
         return result
 
@@ -213,25 +222,24 @@ class ToolRunner:
             call.attach(self.host.current())
         except BackendUnavailable:
             return
-        await self._receipt(call, None, exc)
+        try:
+            await self._receipt(call, None, exc)
+        except MacroslowError as error:
+            log.error("tool %s: receipt of a refusal not covered (%s)", name, error.code)
         observe(call, exc.code)
 
     async def _receipt(
         self, call: Call, structured: dict[str, Any] | None, error: MacroslowError | None
-    ) -> bool:
-        """Append the call's receipt; False when it could not be written (logged)."""
-        if call._services is None:  # the server is not open: there is no ledger to write to
-            return True
+    ) -> Evidence | None:
+        """Record the call's receipt; returns once a signed checkpoint covers it, with the proof
+        (None when the server is not open: there is no ledger to write to)."""
+        if call._services is None:
+            return None
         services = call.services
         draft = call_draft(
             call, result=structured, error=error, payloads=services.settings.receipt_payloads == "redacted"
         )
-        try:
-            await anyio.to_thread.run_sync(services.ledger.append, draft)
-        except MacroslowError as exc:
-            log.error("tool %s: receipt not written (%s); result withheld", call.name, exc.code)
-            return False
-        return True
+        return await anyio.to_thread.run_sync(services.ledger.record, draft)
 
     async def _run(self, tool: OwnedTool, spec: ToolSpec, call: Call, arguments: dict[str, Any]) -> BaseModel:
         call.attach(await self.host.ready())  # not open: no receipt can be written, nothing to refuse

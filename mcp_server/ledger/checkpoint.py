@@ -203,6 +203,14 @@ def open_checkpoint(note: str | bytes, key_name: str, public_key: mldsa.PublicKe
         raise SignatureInvalid(f"signed note is not a checkpoint: {exc.message}") from exc
 
 
+def note_key_ids(note: str | bytes) -> list[tuple[str, bytes]]:
+    """The (key name, key ID) of each signature line of `note`, in order, after the same form checks
+    `open_checkpoint` makes; nothing is verified (signed-note: the text and the lines are untrusted
+    until a signature by a known key verifies). SignatureInvalid if `note` is not a signed note."""
+    _, signatures = _split_note(note)
+    return [(name, blob[:KEY_ID_SIZE]) for name, blob in signatures]
+
+
 def _split_note(note: str | bytes) -> tuple[str, list[tuple[str, bytes]]]:
     """Text and (key name, key id || signature) pairs of a signed note, checked for form only."""
     if isinstance(note, str):

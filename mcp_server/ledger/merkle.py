@@ -178,6 +178,64 @@ def inclusion_proof(hashes: Sequence[bytes], index: int, size: int) -> list[byte
     return siblings
 
 
+def inclusion_proof_after(frontier: Frontier, tail: Sequence[bytes], index: int) -> list[bytes]:
+    """PATH(index, D[n]) for a leaf appended after `frontier`: n = frontier.size + len(tail) and
+    frontier.size <= index < n, from the frontier of the first leaves and the leaf hashes after it.
+
+    This is how a batch's proofs are made without reading the log: every node of the path that lies
+    left of the batch is a root of the frontier. (An aligned subtree inside D[0:frontier.size] whose
+    parent reaches past it is one of the frontier's subtrees, and such are the only ones the path of
+    a later leaf meets, directly or inside a sibling that straddles the frontier's end.)
+    """
+    return inclusion_proofs_after(frontier, tail, [index])[index]
+
+
+def inclusion_proofs_after(
+    frontier: Frontier, tail: Sequence[bytes], indices: Sequence[int]
+) -> dict[int, list[bytes]]:
+    """`inclusion_proof_after` for several leaves of one batch, sharing the subtree roots: O(len(tail))
+    hashes in all rather than per proof."""
+    start, size = frontier.size, frontier.size + len(tail)
+    for index in indices:
+        if not start <= index < size:
+            raise ValueError(f"index {index} is outside the leaves {start}..{size - 1} after the frontier")
+    _check_leaf_hashes(tail, len(tail))
+    nodes: dict[tuple[int, int], bytes] = {}
+    lo = 0
+    for node in frontier.hashes:
+        width = 1 << (start - lo).bit_length() - 1
+        nodes[(lo, lo + width)] = node
+        lo += width
+
+    def root(lo: int, hi: int) -> bytes:
+        found = nodes.get((lo, hi))
+        if found is not None:
+            return found
+        if hi - lo == 1:
+            node = tail[lo - start]
+        else:
+            k = _split(hi - lo)
+            node = node_hash(root(lo, lo + k), root(lo + k, hi))
+        nodes[(lo, hi)] = node
+        return node
+
+    proofs: dict[int, list[bytes]] = {}
+    for index in indices:
+        siblings: list[bytes] = []
+        lo, hi = 0, size
+        while hi - lo > 1:
+            k = _split(hi - lo)
+            if index < lo + k:
+                siblings.append(root(lo + k, hi))
+                hi = lo + k
+            else:
+                siblings.append(root(lo, lo + k))
+                lo += k
+        siblings.reverse()
+        proofs[index] = siblings
+    return proofs
+
+
 def consistency_proof(hashes: Sequence[bytes], old_size: int, new_size: int) -> list[bytes]:
     """PROOF(old_size, D[new_size]) of RFC 9162 2.1.4.1; empty when there is nothing to prove."""
     _check_leaf_hashes(hashes, new_size)

@@ -2,10 +2,14 @@
 migrations in `mcp_server/migrations`; these classes must match them.
 
 - `receipts`: one row per tool call, `seq` = its leaf index in the Merkle log (0-based, contiguous).
-- `ledger_head`: one row (`id = 1`): the tree size and its frontier (compact range). Appends lock it
-  (`BEGIN IMMEDIATE` on SQLite, `SELECT ... FOR UPDATE` on PostgreSQL), so appends are serialised
-  across processes and the log never forks.
-- `checkpoints`: signed tree heads (C2SP signed notes), kept apart from the receipts.
+- `receipt_queue`: receipts sequenced but not yet integrated (PostgreSQL: any process writes one
+  row, without a log-wide lock; the integrator moves them into `receipts`). `entry` orders them.
+- `ledger_head`: one row (`id = 1`): the tree size and its frontier (compact range). Only the
+  integrator writes it (one at a time: a PostgreSQL advisory lock, SQLite's write lock), so the log
+  never forks.
+- `checkpoints`: signed tree heads (C2SP signed notes), one per integrated batch, with the frontier
+  at that size (null for checkpoints older than schema 0004), from which proofs of the next batch
+  are made without reading the log.
 - `ledger_meta`: the log's identity (its random origin name), made once.
 """
 
@@ -48,6 +52,16 @@ class ReceiptRow(Base):
     leaf_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
 
 
+class QueuedReceipt(Base):
+    __tablename__ = "receipt_queue"
+
+    entry: Mapped[int] = mapped_column(Counter, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(36), unique=True)
+    created_at: Mapped[str] = mapped_column(String(32))
+    writer: Mapped[str] = mapped_column(String(64))
+    draft: Mapped[str] = mapped_column(Text)  # the Draft's fields as canonical JSON
+
+
 class LedgerHead(Base):
     __tablename__ = "ledger_head"
 
@@ -66,6 +80,7 @@ class CheckpointRow(Base):
     key_id: Mapped[str] = mapped_column(String(32))
     note: Mapped[str] = mapped_column(Text)
     created_at: Mapped[str] = mapped_column(String(32))
+    frontier: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
 class LedgerMeta(Base):

@@ -1,84 +1,55 @@
 """The receipts ledger: an append-only SQL table whose rows are the leaves of a Merkle log
 (RFC 9162 hashing), with signed checkpoints kept in a table of their own.
 
-There is no update or delete path here: `Ledger` can append, read, prove and verify.
+There is no update or delete path here: `Ledger` can record, read, prove and verify.
 
-Appends are serialised across processes by locking the one `ledger_head` row (SQLite: the
-`BEGIN IMMEDIATE` of the durable engine; PostgreSQL: `SELECT ... FOR UPDATE`). In one transaction an
-append reads the head (tree size and frontier), inserts the receipt as leaf `size`, advances the
-frontier and, when a checkpoint is due (every `checkpoint_every` receipts, or when the last one is
-older than `checkpoint_seconds`), signs the new tree head and stores it. A crash before the commit
-leaves nothing; after it, everything. Within a process, appends that arrive while a commit is under
-way are written together in the next transaction (group commit): one lock and one disk flush for
-many receipts, each still acknowledged only once it is on disk.
+`record(draft)` returns only once a signed checkpoint covers the new receipt, with the receipt's
+inclusion proof in that checkpoint (`Evidence`); what no checkpoint covers was never acknowledged.
+How receipts are sequenced and integrated (group commit on SQLite; a queue, one integrator at a
+time and LISTEN/NOTIFY on PostgreSQL) is in `sequencers`; the integration transaction itself, and
+the recovery of receipts found uncovered, in `integrate`.
 """
 
 from __future__ import annotations
 
 import base64
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, insert, select, update
+from sqlalchemy import Connection, Engine, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from mcp_server.crypto.keys import KeyStore
 from mcp_server.db import database_errors, write_transaction
 from mcp_server.errors import MacroslowError, NotFound, SignatureInvalid
 from mcp_server.ledger import merkle
-from mcp_server.ledger.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
-from mcp_server.ledger.models import CheckpointRow, LedgerHead, LedgerMeta, ReceiptRow
+from mcp_server.ledger.checkpoint import open_checkpoint
+from mcp_server.ledger.integrate import HEAD_ID, Evidence, Integrator, StoredCheckpoint, utc_now
+from mcp_server.ledger.models import CheckpointRow, LedgerHead, LedgerMeta, QueuedReceipt, ReceiptRow
 from mcp_server.ledger.receipts import Draft, Receipt
+from mcp_server.ledger.sequencers import DirectSequencer, QueuedSequencer
 from mcp_server.policy import access
 
 log = logging.getLogger(__name__)
 
-HEAD_ID = 1
 RECEIPT_COLUMNS = [getattr(ReceiptRow, name) for name in Receipt.field_names()]
-
-
-def utc_now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-@dataclass(eq=False)
-class _Pending:
-    draft: Draft
-    receipt: Receipt | None = None
-    error: BaseException | None = None
-    done: bool = False
-
-
-@dataclass(frozen=True)
-class StoredCheckpoint:
-    size: int
-    root: bytes
-    key_id: str
-    note: str
-    created_at: str
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "size": self.size,
-            "root": "sha256:" + self.root.hex(),
-            "key_id": self.key_id,
-            "created_at": self.created_at,
-        }
+__all__ = ["HEAD_ID", "Draft", "Evidence", "Ledger", "StoredCheckpoint", "VerifyReport", "utc_now"]
 
 
 @dataclass
 class VerifyReport:
-    """The outcome of `Ledger.verify`: `ok` only when every check passed."""
+    """The outcome of `Ledger.verify`: `ok` only when every check passed. Receipts no checkpoint
+    covers (`uncovered`, `queued`) are not problems of integrity, but were never acknowledged."""
 
     receipts: int = 0
     checkpoints: int = 0
     verified_size: int = 0  # receipts covered by the newest checkpoint that verified
+    uncovered: int = 0  # stored receipts past the newest checkpoint
+    queued: int = 0  # receipts sequenced but not yet integrated
     first_bad_seq: int | None = None
     problems: list[str] = field(default_factory=list)
 
@@ -119,32 +90,13 @@ class Ledger:
         engine: Engine,
         keys: KeyStore | None,
         *,
-        checkpoint_every: int = 256,
-        checkpoint_seconds: float = 10.0,
+        batch_max: int = 256,
+        batch_wait: float = 0.0,
+        cover_seconds: float = 10.0,
     ) -> None:
         self.engine = engine
         self.keys = keys
-        self.checkpoint_every = checkpoint_every
-        self.checkpoint_seconds = checkpoint_seconds
         self._for_update = engine.dialect.name != "sqlite"
-        self.max_batch = 256
-        self._cond = threading.Condition()
-        self._queue: list[_Pending] = []
-        self._writing = False
-        # Built once with bound parameters: SQLAlchemy compiles each once (appends are hot).
-        head = select(LedgerHead).where(LedgerHead.id == HEAD_ID)
-        self._select_head = head.with_for_update() if self._for_update else head
-        self._insert_receipts = insert(ReceiptRow)
-        self._update_head = (
-            update(LedgerHead)
-            .where(LedgerHead.id == HEAD_ID)
-            .values(
-                size=bindparam("new_size"),
-                frontier=bindparam("new_frontier"),
-                checkpoint_size=bindparam("new_checkpoint_size"),
-                checkpoint_time=bindparam("new_checkpoint_time"),
-            )
-        )
         # A write transaction: on SQLite, BEGIN IMMEDIATE serialises processes opening a new ledger.
         with database_errors():
             try:
@@ -155,6 +107,14 @@ class Ledger:
                 # its transaction, which committed, and then failed): read the log it made.
                 with write_transaction(engine) as conn:
                     self.origin = self._init(conn)
+        integrator = Integrator(self.origin, keys, for_update=self._for_update)
+        self._sequencer: DirectSequencer | QueuedSequencer
+        if engine.dialect.name == "postgresql":
+            self._sequencer = QueuedSequencer(
+                engine, integrator, batch_max=batch_max, batch_wait=batch_wait, cover_seconds=cover_seconds
+            )
+        else:
+            self._sequencer = DirectSequencer(engine, integrator, batch_max=batch_max)
 
     # -- set-up ------------------------------------------------------------------------------
     def _init(self, conn: Connection) -> str:
@@ -179,122 +139,31 @@ class Ledger:
     def key_name(self) -> str:
         return self.origin
 
-    # -- appending ---------------------------------------------------------------------------
-    def append(self, draft: Draft) -> Receipt:
-        """Give the draft the next place in the log and commit it; returns once it is on disk.
+    def close(self) -> None:
+        """Stop this process's ledger threads (PostgreSQL); callers still waiting get an error."""
+        self._sequencer.close()
 
-        Group commit: callers in other threads that arrive while a commit is under way queue up, and
-        the next one to go writes all of them in one transaction (one lock of the head, one commit),
-        then each gets its own receipt back. A failed transaction fails every call in it.
-        """
+    # -- recording ---------------------------------------------------------------------------
+    def record(self, draft: Draft) -> Evidence:
+        """Put the draft in the log; returns once a signed checkpoint covers it, with the proof."""
         from mcp_server.metrics import LEDGER_APPEND
 
         started = time.perf_counter()
-        item = _Pending(draft)
-        with self._cond:
-            self._queue.append(item)
-            while not item.done:
-                if self._writing:
-                    self._cond.wait()
-                    continue
-                self._writing = True
-                batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
-                self._cond.release()
-                try:
-                    self._commit(batch)
-                finally:
-                    self._cond.acquire()
-                    self._writing = False
-                    self._cond.notify_all()
+        evidence = self._sequencer.record(draft)
         LEDGER_APPEND.observe(time.perf_counter() - started)
-        if item.error is not None:
-            raise item.error
-        assert item.receipt is not None
-        return item.receipt
+        return evidence
 
-    def _commit(self, batch: list[_Pending]) -> None:
-        try:
-            receipts = self._write([p.draft for p in batch])
-        except BaseException as exc:
-            for pending in batch:
-                pending.error = exc
-                pending.done = True
-            if not isinstance(exc, Exception):
-                raise
-            return
-        for pending, receipt in zip(batch, receipts, strict=True):
-            pending.receipt = receipt
-            pending.done = True
+    def append(self, draft: Draft) -> Receipt:
+        """`record`, for callers that need only the receipt."""
+        return self.record(draft).receipt
 
-    def _write(self, drafts: list[Draft]) -> list[Receipt]:
-        with database_errors(), write_transaction(self.engine) as conn:
-            head = conn.execute(self._select_head).one()
-            frontier = merkle.Frontier.from_bytes(head.frontier)
-            if frontier.size != head.size:
-                raise MacroslowError("ledger head is inconsistent; run `macroslow-mcp receipts verify`")
-            checkpoint_size, checkpoint_time = head.checkpoint_size, head.checkpoint_time
-            receipts: list[Receipt] = []
-            rows: list[dict[str, Any]] = []
-            for draft in drafts:
-                receipt = Receipt(
-                    seq=frontier.size, id=str(uuid.uuid4()), created_at=utc_now(), **draft.__dict__
-                )
-                leaf = merkle.leaf_hash(receipt.leaf_bytes())
-                rows.append({**receipt.__dict__, "leaf_hash": leaf})
-                receipts.append(receipt)
-                frontier.append(leaf)
-                now = time.time()
-                due = (
-                    frontier.size - checkpoint_size >= self.checkpoint_every
-                    or now - checkpoint_time >= self.checkpoint_seconds
-                )
-                if due and self._sign(conn, frontier.size, frontier.root()):
-                    checkpoint_size, checkpoint_time = frontier.size, now
-            conn.execute(self._insert_receipts, rows)
-            conn.execute(
-                self._update_head,
-                {
-                    "new_size": frontier.size,
-                    "new_frontier": frontier.to_bytes(),
-                    "new_checkpoint_size": checkpoint_size,
-                    "new_checkpoint_time": checkpoint_time,
-                },
-            )
-        return receipts
+    def recover(self) -> StoredCheckpoint | None:
+        """Cover, now, what is stored or queued but uncovered (behind a recovery receipt where
+        `integrate` says so); returns the newest checkpoint."""
+        self._sequencer.cover()
+        return self.latest_checkpoint()
 
-    def _sign(self, conn: Connection, size: int, root: bytes) -> bool:
-        """Store a signed checkpoint of (size, root); False (and a warning) if it cannot be signed."""
-        if self.keys is None:
-            return False
-        try:
-            key_id = self.keys.default_key_id()
-            if key_id is None:
-                raise MacroslowError("no signing key")
-            private = self.keys.private_key(key_id)
-        except MacroslowError as exc:
-            log.warning("receipts checkpoint not signed (%s); the receipts are stored", exc)
-            return False
-        note = sign_checkpoint(Checkpoint(self.origin, size, root), self.key_name, private)
-        conn.execute(
-            insert(CheckpointRow).values(size=size, root=root, key_id=key_id, note=note, created_at=utc_now())
-        )
-        return True
-
-    def checkpoint(self) -> StoredCheckpoint | None:
-        """Sign the current tree head now, unless it is already the newest checkpoint."""
-        with database_errors(), write_transaction(self.engine) as conn:
-            query = select(LedgerHead).where(LedgerHead.id == HEAD_ID)
-            head = conn.execute(query.with_for_update() if self._for_update else query).one()
-            if head.size == 0 or head.size == head.checkpoint_size:
-                return self.latest_checkpoint(conn)
-            frontier = merkle.Frontier.from_bytes(head.frontier)
-            if self._sign(conn, head.size, frontier.root()):
-                conn.execute(
-                    update(LedgerHead)
-                    .where(LedgerHead.id == HEAD_ID)
-                    .values(checkpoint_size=head.size, checkpoint_time=time.time())
-                )
-            return self.latest_checkpoint(conn)
+    checkpoint = recover  # the newest checkpoint, after covering everything
 
     # -- reading -----------------------------------------------------------------------------
     def latest_checkpoint(self, conn: Connection | None = None) -> StoredCheckpoint | None:
@@ -475,6 +344,8 @@ class Ledger:
             )
         with database_errors(), self.engine.connect() as conn:
             head = conn.execute(select(LedgerHead).where(LedgerHead.id == HEAD_ID)).one()
+            report.queued = int(conn.execute(select(func.count()).select_from(QueuedReceipt)).scalar_one())
+        report.uncovered = max(0, frontier.size - newest)
         if head.size != frontier.size:
             report.problems.append(f"ledger head says {head.size} receipts; {frontier.size} are present")
         if head.checkpoint_size > newest:

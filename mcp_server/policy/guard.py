@@ -14,7 +14,7 @@ stable code; the caller's `Call` record turns it into the receipt, the audit lin
 1. the operation is offered: known (deny by default), on the tool allow-list, and not one that signs,
    spends or changes when the server is read-only                                 -> forbidden
 2. the caller holds the operation's scope                                          -> forbidden
-3. the caller's request rate (token bucket in the database)                        -> rate_limited
+3. the caller's request rate (token bucket in memory, shared through the database) -> rate_limited
 `Guard.decide` (with the validated arguments):
 4. the document, if any: size cap before parsing, then strict parsing   -> request_too_large / invalid
 5. executing: a valid signature by a trusted key (unless configured off), checked before the
@@ -28,8 +28,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-
-import anyio.to_thread
 
 from mcp_server.auth.principal import Principal
 from mcp_server.crypto.keys import KeyStore
@@ -141,17 +139,13 @@ class Guard:
         self.policy = policy
         self.keys = keys
         self.limiter = limiter if limiter is not None and limiter.enabled else None
-        self._limiter_in_thread = limiter is not None and limiter.engine.dialect.name != "sqlite"
 
     async def admit(self, principal: Principal, name: str) -> Operation:
         """Steps 1-3: offered, scope, rate."""
         op = self.policy.check(principal, name)
         if self.limiter is not None:
-            key = f"{principal.issuer} {principal.sub}"
-            if self._limiter_in_thread:
-                await anyio.to_thread.run_sync(self.limiter.take, key)
-            else:
-                self.limiter.take(key)  # one local SQLite statement (~0.2 ms); no thread hop
+            # In memory (no database access on the call path), so no thread hop.
+            self.limiter.take(f"{principal.issuer} {principal.sub}")
         return op
 
     def decide(

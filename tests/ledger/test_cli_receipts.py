@@ -27,7 +27,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("MACROSLOW_HOME", str(h))
     settings = Settings(home=h)
     initialize(settings, example=False)
-    ledger = Ledger(open_engine(settings.database, durable=True), open_keys(settings), checkpoint_every=3)
+    ledger = Ledger(open_engine(settings.database, durable=True), open_keys(settings))
     for i in range(7):
         ledger.append(
             Draft(
@@ -55,7 +55,7 @@ def test_list_show_verify(home: Path, capsys: pytest.CaptureFixture[str]) -> Non
     code, out, _ = run(capsys, "receipts", "show", data["receipts"][0]["id"])
     assert code == 0 and out.startswith('---\nmu_version: "1.0"') and "## History" in out
     code, out, _ = run(capsys, "receipts", "verify")
-    assert code == 0 and out.startswith("ok: 7 receipts, 3 signed checkpoints")
+    assert code == 0 and out.startswith("ok: 7 receipts, 7 signed checkpoints")
 
 
 def test_verify_exits_1_and_names_the_first_bad_receipt(
@@ -103,3 +103,38 @@ def test_prove_and_export(home: Path, capsys: pytest.CaptureFixture[str], tmp_pa
 def test_unknown_receipt_is_a_clean_error(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "receipts", "show", "nope")
     assert code == 2 and err.startswith("macroslow-mcp: not_found: no receipt")
+
+
+def test_verify_exits_1_for_receipts_no_checkpoint_covers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Uncovered receipts were never acknowledged: `receipts verify` says so and exits 1 unless
+    --allow-uncovered; so does a log with no checkpoint at all."""
+    from tests.ledger.test_recovery import build_0003_ledger
+
+    for name in list(os.environ):
+        if name.startswith("MACROSLOW_"):
+            monkeypatch.delenv(name)
+    h = tmp_path / "home"
+    monkeypatch.setenv("MACROSLOW_HOME", str(h))
+    settings = Settings(home=h)
+    initialize(settings, example=False)
+    keys = open_keys(settings)
+    open_engine(settings.database).dispose()  # an empty log: no checkpoint yet
+    code, out, _ = run(capsys, "receipts", "verify")
+    assert code == 1 and "no signed checkpoint" in out and "NOT COVERED" in out
+    assert run(capsys, "receipts", "verify", "--allow-uncovered")[0] == 0
+
+    (h / "ledger.db").unlink()
+    build_0003_ledger(settings.database, keys, 5, 3)  # a server stopped before covering 3..4
+    code, out, _ = run(capsys, "receipts", "verify")
+    assert code == 1 and "2 receipts past the newest checkpoint are uncovered" in out
+    code, out, _ = run(capsys, "receipts", "verify", "--json")
+    assert code == 1 and json.loads(out)["uncovered"] == 2 and json.loads(out)["covered"] is False
+    assert run(capsys, "receipts", "verify", "--allow-uncovered")[0] == 0
+
+    ledger = Ledger(open_engine(settings.database, durable=True), keys)
+    ledger.recover()  # as the server does when it starts
+    ledger.engine.dispose()
+    code, out, _ = run(capsys, "receipts", "verify")
+    assert code == 0 and out.startswith("ok: 6 receipts, 2 signed checkpoints; receipts 0..5 covered")

@@ -1,18 +1,24 @@
 """The receipts ledger under concurrency and crashes, with real processes.
 
 - Several processes appending to one SQLite file (the durable engine's `BEGIN IMMEDIATE`) or one
-  PostgreSQL database (`SELECT ... FOR UPDATE` on the head row): the log never forks, `seq` stays
-  contiguous, every process gets distinct places, and the whole log verifies.
+  PostgreSQL database (the queue, one integrator at a time): the log never forks, `seq` stays
+  contiguous, every process gets distinct places, a checkpoint covers every receipt that was
+  answered, and the whole log verifies.
 - Several processes opening a new ledger at once: all succeed, one head, one origin.
 - Two real server processes on one PostgreSQL database, eight MCP clients calling tools: one log.
 - A writer SIGKILLed mid-stream: nothing it was told is stored is lost, no half receipt, the log
   verifies and appending continues where it stopped.
+- PostgreSQL: the integrator SIGKILLed while it holds the integration lock mid-batch, beside another
+  writer: the other takes over, every answered receipt is covered and its proof verifies, the dead
+  writer's unanswered receipt is integrated behind a recovery receipt, the log never forks.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import re
 import select
 import signal
 import socket
@@ -33,6 +39,7 @@ from sqlalchemy import select as sql_select
 from mcp_server.db import open_engine
 from mcp_server.home import initialize, open_keys
 from mcp_server.ledger.models import ReceiptRow
+from mcp_server.ledger.proofs import check_proof
 from mcp_server.ledger.store import Draft, Ledger, VerifyReport
 from mcp_server.settings import Settings
 from tests.server.test_transports import SERVE, _env, _free_port
@@ -40,7 +47,6 @@ from tests.server.test_transports import SERVE, _env, _free_port
 pytestmark = [pytest.mark.subprocess]
 
 ROOT = Path(__file__).resolve().parents[2]
-NO_TIMED_CHECKPOINTS = 3600.0  # checkpoints only every N receipts, so their number is exact
 START_TIMEOUT = 60.0
 RUN_TIMEOUT = 90.0
 
@@ -56,13 +62,8 @@ def _home(tmp_path: Path) -> Path:
     return home
 
 
-def _ledger(url: str, home: Path, checkpoint_every: int) -> Ledger:
-    return Ledger(
-        open_engine(url, durable=True),
-        open_keys(_settings(home)),
-        checkpoint_every=checkpoint_every,
-        checkpoint_seconds=NO_TIMED_CHECKPOINTS,
-    )
+def _ledger(url: str, home: Path) -> Ledger:
+    return Ledger(open_engine(url, durable=True), open_keys(_settings(home)))
 
 
 def _draft(principal: str = "agent://x") -> Draft:
@@ -113,12 +114,9 @@ APPENDER = textwrap.dedent(
     from mcp_server.ledger.store import Draft, Ledger
     from mcp_server.settings import Settings
 
-    home, url, count, every, tag, ready, go = sys.argv[1:8]
+    home, url, count, tag, ready, go = sys.argv[1:7]
     settings = Settings(home=Path(home), _env_file=None)
-    ledger = Ledger(
-        open_engine(url, durable=True), open_keys(settings),
-        checkpoint_every=int(every), checkpoint_seconds=3600.0,
-    )
+    ledger = Ledger(open_engine(url, durable=True), open_keys(settings))
     draft = Draft(
         principal=f"agent://child-{tag}", issuer="local", token_id=None, scopes="", tool="t",
         action=None, decision="allowed", reason=None, outcome="ok",
@@ -135,9 +133,7 @@ APPENDER = textwrap.dedent(
 )
 
 
-def run_appenders(
-    url: str, home: Path, workdir: Path, *, children: int, count: int, every: int
-) -> list[list[int]]:
+def run_appenders(url: str, home: Path, workdir: Path, *, children: int, count: int) -> list[list[int]]:
     """Start `children` processes on one ledger, release them together; each appends `count`
     receipts as agent://child-<i> and reports the seqs it was given, in order."""
     go = workdir / "go"
@@ -151,7 +147,6 @@ def run_appenders(
             str(home),
             url,
             str(count),
-            str(every),
             str(i),
             str(ready),
             str(go),
@@ -186,10 +181,10 @@ def run_appenders(
                 proc.wait()
 
 
-def check_appenders(url: str, home: Path, tmp_path: Path, *, children: int, count: int, every: int) -> None:
+def check_appenders(url: str, home: Path, tmp_path: Path, *, children: int, count: int) -> None:
     total = children * count
-    _ledger(url, home, every).engine.dispose()  # the schema and the head, before the children start
-    per_child = run_appenders(url, home, tmp_path, children=children, count=count, every=every)
+    _ledger(url, home).engine.dispose()  # the schema and the head, before the children start
+    per_child = run_appenders(url, home, tmp_path, children=children, count=count)
 
     # Each child got `count` places, in increasing order; together they are exactly 0..total-1.
     assert [len(seqs) for seqs in per_child] == [count] * children
@@ -197,7 +192,7 @@ def check_appenders(url: str, home: Path, tmp_path: Path, *, children: int, coun
         assert seqs == sorted(seqs) and len(set(seqs)) == count
     assert sorted(s for seqs in per_child for s in seqs) == list(range(total))
 
-    ledger = _ledger(url, home, every)
+    ledger = _ledger(url, home)
     try:
         rows = _rows(ledger)
         assert _count(ledger) == total
@@ -209,19 +204,20 @@ def check_appenders(url: str, home: Path, tmp_path: Path, *, children: int, coun
             assert [seq for seq, _, who in rows if who == f"agent://child-{i}"] == seqs
         latest = ledger.latest_checkpoint()
         assert latest is not None and latest.size == total
-        assert [cp.size for cp in ledger.checkpoints()] == list(range(every, total + 1, every))
-        _assert_verified(ledger.verify(), total, total // every, latest.size)
+        sizes = [cp.size for cp in ledger.checkpoints()]
+        assert sizes == sorted(set(sizes))  # one per batch, each over a longer log
+        _assert_verified(ledger.verify(), total, len(sizes), total)
     finally:
         ledger.engine.dispose()
 
 
 def test_four_processes_append_to_one_sqlite_ledger(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    check_appenders(url, _home(tmp_path), tmp_path, children=4, count=500, every=50)
+    check_appenders(url, _home(tmp_path), tmp_path, children=4, count=500)
 
 
 def test_four_processes_append_to_one_postgres_ledger(postgres_url: str, tmp_path: Path) -> None:
-    check_appenders(postgres_url, _home(tmp_path), tmp_path, children=4, count=200, every=50)
+    check_appenders(postgres_url, _home(tmp_path), tmp_path, children=4, count=200)
 
 
 OPENER = textwrap.dedent(
@@ -324,8 +320,6 @@ def two_servers(
                 "MACROSLOW_DATABASE_URL": postgres_url,
                 "MACROSLOW_RATE_PER_MINUTE": "0",
                 "MACROSLOW_LOCAL_SUBJECT": f"server-{i}",
-                "MACROSLOW_CHECKPOINT_EVERY": "128",
-                "MACROSLOW_CHECKPOINT_SECONDS": str(NO_TIMED_CHECKPOINTS),
             }
             cmd = [*SERVE, "--transport", "streamable-http", "--no-auth", "--port", str(port)]
             procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT))
@@ -358,6 +352,7 @@ async def test_two_servers_eight_clients_one_postgres_ledger(
 ) -> None:
     urls, procs = two_servers
     results: Counter[tuple[int, bool, bool]] = Counter()
+    proofs: list[str] = []
 
     async def client(server: int) -> None:
         async with Client(f"{urls[server]}/mcp") as session:
@@ -365,6 +360,7 @@ async def test_two_servers_eight_clients_one_postgres_ledger(
                 result = await session.call_tool("verify_maml", {"document": "x"})
                 valid = bool((result.structured_content or {}).get("valid"))
                 results[(server, bool(result.is_error), valid)] += 1
+                proofs.append((result.meta or {})["macroslow-mcp/receipt"]["tlog_proof"])
 
     with anyio.fail_after(RUN_TIMEOUT):
         async with anyio.create_task_group() as tg:
@@ -385,7 +381,7 @@ async def test_two_servers_eight_clients_one_postgres_ledger(
         log = (tmp_path / f"server-{i}.log").read_text()
         assert "Application shutdown complete." in log and "Traceback" not in log, log
 
-    ledger = _ledger(postgres_url, tmp_path / "home", 128)
+    ledger = _ledger(postgres_url, tmp_path / "home")
     try:
         rows = [r for r, _ in ledger.rows()]
         assert _count(ledger) == total
@@ -396,9 +392,15 @@ async def test_two_servers_eight_clients_one_postgres_ledger(
             "agent://server-0": per_server,
             "agent://server-1": per_server,
         }
-        # Checkpoints every 128 appends, then the one the first server to stop signed at shutdown.
-        assert [cp.size for cp in ledger.checkpoints()] == [128, 256, 384, total]
-        _assert_verified(ledger.verify(), total, 4, total)
+        sizes = [cp.size for cp in ledger.checkpoints()]
+        assert sizes == sorted(set(sizes)) and sizes[-1] == total
+        _assert_verified(ledger.verify(), total, len(sizes), total)
+        # Every answer carried a proof of its receipt that verifies offline against the log's key.
+        keys = open_keys(_settings(tmp_path / "home"))
+        public = keys.public_key(ledger.checkpoints()[-1].key_id)
+        assert public is not None
+        indices = {check_proof(text, public, ledger.origin).index for text in proofs}
+        assert indices == set(range(total))
     finally:
         ledger.engine.dispose()
 
@@ -416,9 +418,7 @@ CRASHER = textwrap.dedent(
 
     home, url = sys.argv[1:3]
     settings = Settings(home=Path(home), _env_file=None)
-    ledger = Ledger(
-        open_engine(url, durable=True), open_keys(settings), checkpoint_every=10, checkpoint_seconds=3600.0
-    )
+    ledger = Ledger(open_engine(url, durable=True), open_keys(settings))
     draft = Draft(
         principal="agent://crasher", issuer="local", token_id=None, scopes="", tool="t",
         action=None, decision="allowed", reason=None, outcome="ok",
@@ -477,7 +477,7 @@ def test_sigkill_loses_no_acknowledged_receipt(acks: int, tmp_path: Path) -> Non
     assert len(acked) >= acks
     assert acked == list(range(len(acked)))  # one writer: it was given 0, 1, 2, ...
 
-    ledger = _ledger(url, home, 10)
+    ledger = _ledger(url, home)
     try:
         rows = _rows(ledger)
         stored = len(rows)
@@ -487,15 +487,142 @@ def test_sigkill_loses_no_acknowledged_receipt(acks: int, tmp_path: Path) -> Non
         assert set(acked) <= {seq for seq, _, _ in rows}
         assert len({rid for _, rid, _ in rows}) == stored
         assert ledger.size() == stored
-        # A checkpoint every 10 receipts, each committed with the receipt that made it due.
-        assert [cp.size for cp in ledger.checkpoints()] == list(range(10, stored + 1, 10))
-        _assert_verified(ledger.verify(), stored, stored // 10, stored - stored % 10)
+        # Receipts and their checkpoint commit together: whatever is stored is covered.
+        checkpoints = len(ledger.checkpoints())
+        _assert_verified(ledger.verify(), stored, checkpoints, stored)
 
         # A fresh writer continues the same log.
         after = ledger.append(_draft("agent://after"))
         assert after.seq == stored
         assert ledger.get(after.id)[0].seq == stored
-        ledger.checkpoint()
-        _assert_verified(ledger.verify(), stored + 1, stored // 10 + 1, stored + 1)
+        _assert_verified(ledger.verify(), stored + 1, checkpoints + 1, stored + 1)
     finally:
+        ledger.engine.dispose()
+
+
+# -- PostgreSQL: the integrator killed mid-batch, a replica killed mid-call --------------------------
+
+REPLICA = textwrap.dedent(
+    """
+    import base64, sys
+    from pathlib import Path
+    from mcp_server.db import open_engine
+    from mcp_server.home import open_keys
+    from mcp_server.ledger.store import Draft, Ledger
+    from mcp_server.settings import Settings
+
+    home, url, tag, wait = sys.argv[1:5]
+    ledger = Ledger(
+        open_engine(url, durable=True), open_keys(Settings(home=Path(home), _env_file=None)),
+        batch_wait=float(wait),
+    )
+    draft = Draft(
+        principal=f"agent://{tag}", issuer="local", token_id=None, scopes="", tool="t",
+        action=None, decision="allowed", reason=None, outcome="ok",
+    )
+    while True:
+        evidence = ledger.record(draft)
+        proof = base64.b64encode(evidence.tlog_proof().encode()).decode()
+        sys.stdout.write(f"{evidence.receipt.seq} {proof}\\n")
+        sys.stdout.flush()
+    """
+)
+
+HOLDER = """
+    SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+    WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+      AND l.classid = CAST(:ns AS oid) AND l.objid = CAST(:key AS oid)
+"""
+
+
+def _replica(home: Path, url: str, tag: str, wait: float) -> subprocess.Popen[bytes]:
+    named = f"{url}?application_name={tag}"
+    return subprocess.Popen(
+        [sys.executable, "-c", REPLICA, str(home), named, tag, str(wait)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=_child_env(),
+    )
+
+
+def _kill(proc: subprocess.Popen[bytes], printed: bytes) -> list[tuple[int, str]]:
+    """SIGKILL the process; the complete lines it printed: (seq, tlog proof) it acknowledged."""
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert proc.stdout is not None
+    printed += proc.stdout.read()
+    lines = printed[: printed.rindex(b"\n")].split(b"\n") if b"\n" in printed else []
+    return [(int(seq), base64.b64decode(proof).decode()) for seq, proof in (line.split() for line in lines)]
+
+
+def test_integrator_killed_mid_batch_and_replica_killed_mid_call(postgres_url: str, tmp_path: Path) -> None:
+    from sqlalchemy import text
+
+    from mcp_server.ledger.integrate import RECOVERY_TOOL
+    from mcp_server.ledger.sequencers import INTEGRATION_LOCK
+
+    home = _home(tmp_path)
+    setup = _ledger(postgres_url, home)  # the schema and the head
+    slow = _replica(home, postgres_url, "slow", 1.0)  # holds the lock a second per batch
+    fast = _replica(home, postgres_url, "fast", 0.0)
+    procs = [slow, fast]
+    try:
+        deadline = time.monotonic() + RUN_TIMEOUT
+        slow_out = _read_acks(slow, 2, deadline)
+        fast_out = _read_acks(fast, 2, deadline)
+        while True:  # wait until "slow" holds the integration lock: it is then mid-batch
+            with setup.engine.connect() as conn:
+                ns, key = INTEGRATION_LOCK
+                holder = conn.execute(text(HOLDER), {"ns": ns, "key": key}).scalar()
+            if holder == "slow":
+                break
+            assert time.monotonic() < deadline, "the slow replica never held the lock"
+            time.sleep(0.02)
+        slow_acks = _kill(slow, slow_out)
+        # The other replica takes over: it goes on being answered.
+        fast_out += _read_acks(fast, 20, time.monotonic() + RUN_TIMEOUT)
+        fast_acks = _kill(fast, fast_out)  # mid-call: it is always inside `record`
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            for stream in (proc.stdout, proc.stderr):
+                if stream is not None:
+                    stream.close()
+    setup.close()
+    setup.engine.dispose()
+
+    ledger = _ledger(postgres_url, home)
+    try:
+        before = ledger.verify()
+        assert before.ok and before.queued <= 1  # at most the call "fast" was in when killed
+        ledger.recover()
+        report = ledger.verify()
+        _assert_verified(report, report.receipts, report.checkpoints, report.receipts)
+        assert (report.uncovered, report.queued) == (0, 0)
+        rows = {r.seq: r for r, _ in ledger.rows()}
+        assert sorted(rows) == list(range(len(rows)))  # one contiguous log: it never forked
+        public = open_keys(_settings(home)).public_key(ledger.checkpoints()[-1].key_id)
+        assert public is not None
+        for tag, acks in (("slow", slow_acks), ("fast", fast_acks)):
+            assert acks, tag
+            for seq, proof in acks:  # every answered call: stored, covered, and its proof verifies
+                assert rows[seq].principal == f"agent://{tag}"
+                assert check_proof(proof, public, ledger.origin).index == seq
+        # Each was killed inside one call: at most one receipt of each was never answered. One that
+        # was still queued when its writer died was integrated by the other behind a recovery
+        # receipt, which names only receipts no caller was answered for.
+        answered = {seq for seq, _ in slow_acks + fast_acks}
+        unanswered = {
+            tag: [s for s, r in rows.items() if r.principal == f"agent://{tag}" and s not in answered]
+            for tag in ("slow", "fast")
+        }
+        assert len(unanswered["slow"]) <= 1 and len(unanswered["fast"]) <= 1, unanswered
+        for recovery in (r for r in rows.values() if r.tool == RECOVERY_TOOL):
+            for first, last in re.findall(r"receipts (\d+)\.\.(\d+)", recovery.reason or ""):
+                named = set(range(int(first), int(last) + 1))
+                assert named and not named & answered, (recovery.reason, answered)
+    finally:
+        ledger.close()
         ledger.engine.dispose()

@@ -516,3 +516,22 @@ def test_100k_leaves_are_fast() -> None:
     cons = consistency_proof(leaves, 65_537, 100_000)
     assert time.perf_counter() - started < 0.5
     verify_consistency(65_537, 100_000, root_from_leaf_hashes(leaves[:65_537]), root, cons)
+
+
+def test_batch_proofs_from_a_frontier_match_proofs_from_the_whole_log() -> None:
+    """`inclusion_proofs_after` (how a batch's proofs are made without reading the log) gives the
+    same PATH as `inclusion_proof` over every leaf, for every split point and leaf."""
+    import hashlib
+
+    from mcp_server.ledger import merkle as m
+
+    leaves = [hashlib.sha256(bytes([i % 256, i // 256])).digest() for i in range(70)]
+    for size in range(1, 70):
+        for start in range(size):
+            frontier = m.Frontier()
+            for leaf in leaves[:start]:
+                frontier.append(leaf)
+            indices = list(range(start, size))
+            got = m.inclusion_proofs_after(frontier, leaves[start:size], indices)
+            for index in indices:
+                assert got[index] == m.inclusion_proof(leaves, index, size), (size, start, index)

@@ -7,7 +7,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect, text
 
-import mcp_server.quantum.store  # noqa: F401  (its table)
+# The tables of every module that has some:
+import mcp_server.ledger.models
+import mcp_server.llm.cache
+import mcp_server.policy.quota
+import mcp_server.quantum.store  # noqa: F401
 from mcp_server.db import SCHEMA_HEAD, Base, open_engine
 from mcp_server.errors import BackendUnavailable
 

@@ -15,7 +15,7 @@ from sqlalchemy import create_engine, text
 
 from mcp_server.adapters import error_of
 from mcp_server.auth.local_issuer import mint
-from mcp_server.home import example_workflow
+from mcp_server.home import example_workflow, open_keys
 from mcp_server.server import build_server
 from mcp_server.settings import Settings
 
@@ -62,14 +62,29 @@ async def test_a_denial_leaves_a_receipt(make_settings: Callable[..., Settings])
 async def test_a_backend_failure_leaves_a_receipt(make_settings: Callable[..., Settings]) -> None:
     settings = make_settings()
     async with Client(build_server(settings)) as client:
-        for key in settings.keys_path.glob("*.key.pem"):
-            key.chmod(0o644)  # the key store now refuses the private key
-        failed = await client.call_tool("sign_maml", {"document": example_workflow()})
-        rows = await receipts(client)
+        await client.call_tool("verify_maml", {"document": "x"})  # the home and its default key exist
+        other = open_keys(settings).generate()
+        for key in settings.keys_path.glob(f"{other.key_id}*.key.pem"):
+            key.chmod(0o644)  # the key store now refuses that private key (not the default one)
+        failed = await client.call_tool("sign_maml", {"document": example_workflow(), "key_id": other.key_id})
+        rows = [r for r in await receipts(client) if r["tool"] == "sign_maml"]
     assert failed.is_error and error_of(failed)["code"] == "key_error"
     [row] = rows
     assert row["decision"] == "allowed" and row["outcome"] == "key_error"
     assert row["reason"].startswith("key_error: ")
+
+
+async def test_no_answer_without_a_signed_checkpoint(make_settings: Callable[..., Settings]) -> None:
+    """With the log's signing key unusable no checkpoint can cover a receipt, so no result is
+    answered: the caller gets backend_unavailable, not a result the log cannot vouch for."""
+    settings = make_settings()
+    async with Client(build_server(settings)) as client:
+        for key in settings.keys_path.glob("*.key.pem"):
+            key.chmod(0o644)  # the key store now refuses every private key
+        withheld = await client.call_tool("verify_maml", {"document": "x"})
+    assert withheld.is_error and error_of(withheld)["code"] == "backend_unavailable"
+    assert "covered by a signed checkpoint" in error_of(withheld)["message"]
+    assert withheld.structured_content is None and "macroslow-mcp/receipt" not in (withheld.meta or {})
 
 
 async def test_callers_see_only_their_own_receipts(make_settings: Callable[..., Settings]) -> None:
@@ -110,7 +125,7 @@ async def test_callers_see_only_their_own_receipts(make_settings: Callable[..., 
 
 
 async def test_verify_receipt_and_the_mu_resource(make_settings: Callable[..., Settings]) -> None:
-    async with Client(build_server(make_settings(checkpoint_every=2))) as client:
+    async with Client(build_server(make_settings())) as client:
         await client.call_tool("sign_maml", {"document": example_workflow()})
         await client.call_tool("verify_maml", {"document": "x"})
         rows = await receipts(client)

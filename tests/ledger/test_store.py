@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from mcp_server.db import open_engine
-from mcp_server.errors import InvalidDocument, NotFound, SignatureInvalid
+from mcp_server.errors import InvalidDocument, SignatureInvalid
 from mcp_server.home import initialize, open_keys
 from mcp_server.ledger import merkle
 from mcp_server.ledger.receipts import Receipt
@@ -18,7 +18,6 @@ from mcp_server.ledger.store import Draft, Ledger
 from mcp_server.settings import Settings
 
 RECEIPTS = 10
-EVERY = 4  # checkpoints at 4, 8, and (at close) 10
 
 
 def draft(i: int, **changes: object) -> Draft:
@@ -54,7 +53,7 @@ def settings(tmp_path: Path) -> Settings:
 @pytest.fixture
 def ledger(settings: Settings) -> Iterator[Ledger]:
     engine = open_engine(settings.database, durable=True)
-    log = Ledger(engine, open_keys(settings), checkpoint_every=EVERY, checkpoint_seconds=3600)
+    log = Ledger(engine, open_keys(settings))  # one append at a time: one checkpoint each
     for i in range(RECEIPTS):
         log.append(draft(i))
     log.checkpoint()
@@ -70,15 +69,16 @@ def sql(engine: Engine, statement: str, **params: object) -> None:
 def test_appends_are_contiguous_and_checkpointed(ledger: Ledger) -> None:
     report = ledger.verify()
     assert report.ok, report.problems
-    assert (report.receipts, report.checkpoints, report.verified_size) == (10, 3, 10)
-    assert [cp.size for cp in ledger.checkpoints()] == [4, 8, 10]
+    assert (report.receipts, report.checkpoints, report.verified_size) == (10, 10, 10)
+    assert (report.uncovered, report.queued) == (0, 0)
+    assert [cp.size for cp in ledger.checkpoints()] == list(range(1, 11))
     seqs = [r.seq for r, _ in ledger.rows()]
     assert seqs == list(range(10))
 
 
 def test_checkpoint_is_idempotent(ledger: Ledger) -> None:
     ledger.checkpoint()
-    assert [cp.size for cp in ledger.checkpoints()] == [4, 8, 10]
+    assert [cp.size for cp in ledger.checkpoints()] == list(range(1, 11))
 
 
 EDITS = {
@@ -127,7 +127,7 @@ def test_editing_a_receipt_and_its_leaf_hash_breaks_the_signed_checkpoint(ledger
     )
     report = ledger.verify()
     assert not report.ok and report.first_bad_seq is None
-    assert any("do not match the signed checkpoint at size 4" in p for p in report.problems)
+    assert any("do not match the signed checkpoint at size 3" in p for p in report.problems)
 
 
 def test_deleting_a_middle_receipt_is_detected(ledger: Ledger) -> None:
@@ -147,7 +147,7 @@ def test_deleting_the_tail_after_a_checkpoint_is_detected(ledger: Ledger) -> Non
 
 def test_deleting_the_tail_and_its_checkpoint_is_detected(ledger: Ledger) -> None:
     sql(ledger.engine, "DELETE FROM receipts WHERE seq >= 8")
-    sql(ledger.engine, "DELETE FROM checkpoints WHERE size = 10")
+    sql(ledger.engine, "DELETE FROM checkpoints WHERE size > 8")
     report = ledger.verify()
     assert not report.ok
     assert any("checkpoints missing" in p for p in report.problems)
@@ -226,12 +226,20 @@ def test_proof_of_an_edited_receipt_is_refused(ledger: Ledger) -> None:
         ledger.prove(receipt.id)
 
 
-def test_receipt_newer_than_the_last_checkpoint_has_no_proof_yet(ledger: Ledger) -> None:
-    receipt = ledger.append(draft(99))
-    with pytest.raises(NotFound, match="not covered by a signed checkpoint yet"):
-        ledger.prove(receipt.id)
-    ledger.checkpoint()
-    assert ledger.prove(receipt.id)["tree_size"] == 11
+def test_a_recorded_receipt_comes_back_with_its_proof_in_the_covering_checkpoint(
+    ledger: Ledger, settings: Settings
+) -> None:
+    from mcp_server.ledger.proofs import check_proof
+
+    evidence = ledger.record(draft(99))
+    assert evidence.receipt.seq == 10 and evidence.checkpoint.size == 11
+    assert ledger.latest_checkpoint() == evidence.checkpoint
+    keys = open_keys(settings)
+    public = keys.public_key(evidence.checkpoint.key_id)
+    assert public is not None
+    checked = check_proof(evidence.tlog_proof(), public, ledger.origin)
+    assert checked.index == 10 and checked.receipt["id"] == evidence.receipt.id
+    merkle.verify_inclusion(evidence.leaf_hash, 10, 11, evidence.proof, evidence.checkpoint.root)
 
 
 def test_consistency_proofs_between_checkpoints(ledger: Ledger) -> None:
@@ -281,13 +289,13 @@ def test_ledger_reopens_with_the_same_origin(ledger: Ledger, settings: Settings)
 
 def test_group_commit_batches_concurrent_appends(settings: Settings) -> None:
     """16 threads x 25 appends in one process: contiguous, each caller gets its own receipts back,
-    checkpoints still exactly every N, and fewer commits than appends (calls shared a flush)."""
+    one checkpoint per batch, and fewer commits than appends (calls shared a flush and a signature)."""
     import threading
 
     from sqlalchemy import event
 
     engine = open_engine(settings.database, durable=True)
-    log = Ledger(engine, open_keys(settings), checkpoint_every=50, checkpoint_seconds=3600)
+    log = Ledger(engine, open_keys(settings))
     commits: list[int] = []
     event.listen(engine, "commit", lambda conn: commits.append(1))
     got: dict[int, list[Receipt]] = {}
@@ -308,8 +316,9 @@ def test_group_commit_batches_concurrent_appends(settings: Settings) -> None:
         assert all(r.principal == f"agent://w{worker}" for r in receipts)
         stored = {r.seq: r for r, _ in log.rows()}
         assert all(stored[r.seq] == r for r in receipts)
-    assert [cp.size for cp in log.checkpoints()] == [50 * k for k in range(1, 9)]
-    assert len(commits) < 400
+    sizes = [cp.size for cp in log.checkpoints()]
+    assert sizes == sorted(set(sizes)) and sizes[-1] == 400
+    assert len(sizes) == len(commits) < 400
     report = log.verify()
     assert report.ok and report.verified_size == 400
     engine.dispose()

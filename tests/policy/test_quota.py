@@ -1,5 +1,7 @@
-"""Quotas kept in the database: the rate limiter's token bucket and the LLM token budget, in one
-process (with explicit clocks) and shared by several processes (no double-spend)."""
+"""Quotas: the rate limiter's token bucket and the LLM token budget, in one process (with explicit
+clocks) and shared by several processes through the database (the budget: no double-spend; the
+rate: every granted call accounted for in the shared bucket). The rate limiter's reconciliation and
+its overshoot bound: tests/policy/test_rate_sync.py."""
 
 from __future__ import annotations
 
@@ -103,17 +105,27 @@ def test_zero_rate_disables(engine: Engine) -> None:
     assert not limiter.enabled
     for _ in range(100):
         limiter.take("p", now=T0)
+    assert limiter.sync(now=T0)
+    limiter.start()
+    assert not limiter.syncing
+    limiter.close()
     with engine.connect() as conn:  # nothing is written either
         assert conn.execute(text("SELECT count(*) FROM rate_buckets")).scalar_one() == 0
 
 
 def test_two_limiters_on_one_database_share_the_bucket(tmp_path: Path) -> None:
+    """Shared at each sync (not at each call: see tests/policy/test_rate_sync.py for the bound)."""
     url = f"sqlite:///{tmp_path / 'shared.db'}"
     one, two = open_engine(url), open_engine(url)
     try:
         a, b = RateLimiter(one, per_minute=60, burst=2), RateLimiter(two, per_minute=60, burst=2)
         a.take("p", now=T0)
+        assert a.sync(now=T0)
         b.take("p", now=T0)
+        assert b.sync(now=T0)  # b learns of a's call: the shared bucket is empty
+        with pytest.raises(RateLimited):
+            b.take("p", now=T0)
+        assert a.sync(now=T0)  # a reads the level of the keys it holds: b's call is known
         with pytest.raises(RateLimited):
             a.take("p", now=T0)
     finally:
@@ -194,9 +206,9 @@ CHILD = textwrap.dedent(
     kind, url, key, now, ready, go = sys.argv[1:7]
     now = float(now)
     engine = open_engine(url)
-    if kind == "rate":
+    if kind == "rate":  # each call, then a sync: the shared row is written by both at once
         limiter = RateLimiter(engine, per_minute=60, burst=50)
-        attempt, count = (lambda: limiter.take(key, now=now)), 40
+        attempt, count = (lambda: (limiter.take(key, now=now), limiter.sync(now=now))), 40
     else:
         budget = TokenBudget(engine, limit=250, period_seconds=86400)
         attempt, count = (lambda: budget.reserve(key, 10, now=now)), 30
@@ -215,6 +227,8 @@ CHILD = textwrap.dedent(
             granted += 1
         except RateLimited:
             pass
+    if kind == "rate":
+        assert limiter.sync(now=now)  # whatever a failed sync above left unreported
     print(granted)
     """
 )
@@ -269,9 +283,30 @@ def sqlite_url(tmp_path: Path) -> str:
     return url
 
 
+def shared_rate_level(url: str, key: str) -> float:
+    engine = open_engine(url)
+    try:
+        with engine.connect() as conn:
+            return float(
+                conn.execute(
+                    text("SELECT tokens FROM rate_buckets WHERE principal = :k"), {"k": key}
+                ).scalar_one()
+            )
+    finally:
+        engine.dispose()
+
+
+def check_rate_grants(grants: list[int], url: str, key: str) -> None:
+    """80 attempts (40 each) on a bucket of 50 with the clock fixed, each followed by a sync: every
+    grant is charged to the shared row exactly once (no lost update between the two processes),
+    and they grant at least the bucket and at most one bucket each (the bound without syncs)."""
+    assert shared_rate_level(url, key) == 50 - sum(grants), grants
+    assert 50 <= sum(grants) <= 80, grants
+
+
 def test_rate_limiter_across_processes_sqlite(sqlite_url: str, tmp_path: Path) -> None:
     grants = run_children("rate", sqlite_url, "p", tmp_path)
-    assert sum(grants) == 50, grants  # 80 attempts, a bucket of 50: no more, no fewer
+    check_rate_grants(grants, sqlite_url, "p")
 
 
 def test_token_budget_across_processes_sqlite(sqlite_url: str, tmp_path: Path) -> None:
@@ -290,8 +325,12 @@ def test_quotas_across_processes_postgres(
     kind: str, expected: int, postgres_url: str, tmp_path: Path
 ) -> None:
     open_engine(postgres_url).dispose()  # the schema, before the children start
-    grants = run_children(kind, postgres_url, f"test-{uuid.uuid4()}", tmp_path)
-    assert sum(grants) == expected, grants
+    key = f"test-{uuid.uuid4()}"
+    grants = run_children(kind, postgres_url, key, tmp_path)
+    if kind == "rate":
+        check_rate_grants(grants, postgres_url, key)
+    else:
+        assert sum(grants) == expected, grants
 
 
 # -- a database that cannot be used ----------------------------------------------------------------
@@ -321,8 +360,8 @@ def test_database_broken_after_opening(tmp_path: Path) -> None:
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
     path.write_bytes(b"garbage" * 1000)
-    with pytest.raises(BackendUnavailable):
-        limiter.take("p")
+    limiter.take("p")  # the rate is decided in memory: calls go on (see test_rate_sync.py)
+    assert not limiter.sync()
     with pytest.raises(BackendUnavailable):
         budget.reserve("p", 1)
     with pytest.raises(BackendUnavailable):
@@ -330,12 +369,17 @@ def test_database_broken_after_opening(tmp_path: Path) -> None:
     engine.dispose()
 
 
-def test_missing_table(engine: Engine) -> None:
+def test_missing_table(engine: Engine, caplog: pytest.LogCaptureFixture) -> None:
     with engine.begin() as conn:
         conn.execute(text("DROP TABLE rate_buckets"))
+        conn.execute(text("DROP TABLE llm_budgets"))
+    limiter = RateLimiter(engine, per_minute=60, burst=5)
+    limiter.take("p")
+    assert not limiter.sync()
+    assert "rate_buckets" not in caplog.text  # no SQL in the log
     with pytest.raises(BackendUnavailable) as info:
-        RateLimiter(engine, per_minute=60, burst=5).take("p")
-    assert "rate_buckets" not in info.value.message  # no SQL in the message
+        TokenBudget(engine, limit=100, period_seconds=60).reserve("p", 1)
+    assert "llm_budgets" not in info.value.message  # no SQL in the message
 
 
 def test_malformed_database_url() -> None:
