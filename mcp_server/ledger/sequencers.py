@@ -11,14 +11,18 @@ receipt's `Evidence`, or raises): what no checkpoint covers was never acknowledg
   short INSERT into `receipt_queue` that takes no log-wide lock, committed without waiting for the
   disk (`synchronous_commit = off`): it is made durable by the integrator's commit, which flushes
   the WAL up to itself and so everything before it, and nothing is answered before that commit.
-  Each process runs one worker thread. When it has callers waiting it tries the integration lock
-  (`pg_try_advisory_xact_lock`, one holder per database): the holder integrates what is queued, from
-  every process (up to `batch_max`, after waiting up to `batch_wait` for more), signs one checkpoint
-  and sends `NOTIFY`. Every process LISTENs; on a notification its worker reads the new checkpoints
-  and leaf hashes once, and answers its own callers with their proofs. If the holder dies its
-  transaction rolls back, the lock is free, and whoever tries next takes over: nothing queued is
-  lost or reordered. Waiting is driven by notifications; `RETRY_SECONDS` is only the fallback when
-  one cannot come (a holder that died, a lost listener connection).
+  One process at a time is the integrator: the first with a caller waiting takes a session
+  advisory lock and keeps it while it lives. A trigger on the queue notifies it (channel
+  `macroslow_ledger_queued`) when receipts are queued; it integrates what is queued, from every
+  process (up to `batch_max`; with `batch_wait` it waits that long for more once it has some),
+  signs one checkpoint per batch, and sends `NOTIFY` on `macroslow_ledger` with the batch (its
+  receipts' ids and leaf hashes and the signed checkpoint, when they fit in a notification). Every
+  process LISTENs there and answers its own callers from the notification, reading the log only
+  when the batch did not fit or a notification was missed. If the integrator dies its transaction
+  rolls back and its lock is freed; a process whose callers have waited `RETRY_SECONDS` without a
+  notification takes the lock over. Nothing queued is lost or reordered. A caller that has waited
+  `OVERDUE_SECONDS` makes its process integrate without the lock (a stuck integrator): the head
+  row's lock, which every integration takes, keeps the log in one order whoever integrates.
 
 Each QueuedSequencer also holds a session advisory lock of its own for as long as it lives (its
 "writer" lock). An integrator that finds queued receipts whose writer holds no such lock knows that
@@ -27,15 +31,21 @@ process has gone and integrates them behind a recovery receipt (`integrate`).
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import secrets
 import threading
+import time
+import uuid
 import zlib
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, delete, insert, select, text
+from sqlalchemy import Connection, Engine, create_engine, event, insert, select, text
+from sqlalchemy.exc import DBAPIError
 
 from mcp_server.db import database_errors, write_transaction
 from mcp_server.errors import BackendUnavailable, MacroslowError
@@ -50,6 +60,8 @@ log = logging.getLogger(__name__)
 
 RETRY_SECONDS = 0.25
 LISTEN_SECONDS = 1.0
+OVERDUE_SECONDS = 2.0
+QUEUED_CHANNEL = "macroslow_ledger_queued"  # a trigger on receipt_queue (migration 0004) notifies it
 
 
 def _key(name: str) -> int:
@@ -64,6 +76,7 @@ WRITER_NAMESPACE = _key("macroslow-mcp/ledger/writer")
 @dataclass(eq=False)
 class _Waiter:
     entry: Entry
+    since: float = field(default_factory=time.monotonic)
     done: threading.Event = field(default_factory=threading.Event)
     evidence: Evidence | None = None
     error: BaseException | None = None
@@ -151,39 +164,36 @@ class QueuedSequencer:
         self.channel = "macroslow_ledger"
         self._cond = threading.Condition()
         self._waiters: dict[str, _Waiter] = {}
+        self._notices: deque[Notice] = deque()
         self._kicked = False
-        self._newest = 0  # the largest checkpoint size a notification announced
         self._closed = False
         self._started = False
+        self._started_leading = False
         self._listener: Any = None  # the psycopg connection that LISTENs and holds the writer lock
+        self._leader: Any = None  # while this process integrates: the connection holding the lock
+        self._integration: Connection | None = None  # ... and the one its transactions run on
+        self._queue_engine: Engine | None = None
         self._threads: list[threading.Thread] = []
-        # What this process has seen of the log: the newest checkpoint's size and frontier.
+        # The log as far as this process has followed it (a checkpoint's size and frontier).
         self._seen: merkle.Frontier | None = None
         self._insert = insert(QueuedReceipt)
 
     # -- the caller's side -----------------------------------------------------------------------
     def record(self, draft: Draft) -> Evidence:
         self._start()
+        assert self._queue_engine is not None
         waiter = _Waiter(Entry.new(draft, self.writer))
         with self._cond:
-            if not self._waiters and self._seen is not None and self._newest > self._seen.size:
-                # Nobody here waited while the log grew, so this process did not follow it: start
-                # again from the newest checkpoint (its row keeps the frontier), before queueing.
-                with database_errors(), self.engine.connect() as conn:
-                    self._seen = self._initial(conn)
             self._waiters[waiter.entry.id] = waiter
         try:
-            with database_errors(), self.engine.connect() as conn, conn.begin():
-                conn.execute(text("SET LOCAL synchronous_commit TO OFF"))
-                conn.execute(
-                    self._insert,
-                    {
-                        "id": waiter.entry.id,
-                        "created_at": waiter.entry.created_at,
-                        "writer": self.writer,
-                        "draft": waiter.entry.draft_json(),
-                    },
-                )
+            row = {
+                "id": waiter.entry.id,
+                "created_at": waiter.entry.created_at,
+                "writer": self.writer,
+                "draft": waiter.entry.draft_json(),
+            }
+            with database_errors():
+                _once_more_if_disconnected(lambda: self._enqueue(row))
         except BaseException:
             with self._cond:
                 self._waiters.pop(waiter.entry.id, None)
@@ -201,16 +211,21 @@ class QueuedSequencer:
         assert waiter.evidence is not None
         return waiter.evidence
 
+    def _enqueue(self, row: dict[str, str]) -> None:
+        assert self._queue_engine is not None
+        with self._queue_engine.connect() as conn:  # autocommit, no flush wait
+            conn.execute(self._insert, row)
+
     def cover(self) -> None:
         """Integrate what is queued now (waiting for the lock), and what is stored but uncovered."""
         with database_errors():
-            while self._integrate(wait=True) is not None:
+            while self._integrate() is not None:
                 pass
 
-    def _kick(self, size: int | None = None) -> None:
+    def _kick(self, notice: Notice | None = None) -> None:
         with self._cond:
-            if size is not None:
-                self._newest = max(self._newest, size)
+            if notice is not None:
+                self._notices.append(notice)
             self._kicked = True
             self._cond.notify_all()
 
@@ -226,6 +241,7 @@ class QueuedSequencer:
             self._connect_listener()  # the writer lock is held before the first receipt is queued
             with database_errors(), self.engine.connect() as conn:
                 self._seen = self._initial(conn)  # before the first receipt: it must lie beyond
+            self._queue_engine = _queue_engine(self.engine)
             for target in (self._listen, self._work):
                 thread = threading.Thread(target=target, name=f"ledger-{target.__name__[1:]}", daemon=True)
                 thread.start()
@@ -256,6 +272,12 @@ class QueuedSequencer:
             thread.join(timeout=LISTEN_SECONDS + 1)
         if self._listener is not None:
             self._listener.close()
+        if self._integration is not None:
+            self._integration.close()
+        if self._leader is not None:
+            self._leader.close()  # the integration lock goes with it
+        if self._queue_engine is not None:
+            self._queue_engine.dispose()
 
     # -- the listener thread: notifications wake the worker ---------------------------------------
     def _listen(self) -> None:
@@ -268,7 +290,7 @@ class QueuedSequencer:
                     self._connect_listener()
                     self._kick()  # notifications may have been missed meanwhile
                 for notice in self._listener.notifies(timeout=LISTEN_SECONDS, stop_after=1):
-                    self._kick(int(notice.payload) if notice.payload.isdigit() else None)
+                    self._kick(Notice.parse(notice.payload))
                 failures = 0
             except (psycopg.Error, MacroslowError, OSError) as exc:
                 if self._closed:
@@ -282,32 +304,85 @@ class QueuedSequencer:
                 with self._cond:
                     self._cond.wait(min(5.0, 0.1 * 2**failures))
 
-    # -- the worker thread: integrate when it can, answer this process's callers --------------------
-    # It reads the log only while callers here wait; a process that was idle while others wrote
-    # starts again from the newest checkpoint's stored frontier (in `record`).
+    # -- the worker thread: follow the log, integrate when it can, answer this process's callers -----
     def _work(self) -> None:
         while True:
             with self._cond:
+                timed_out = False
                 while not self._closed and not self._kicked:
-                    if not self._cond.wait(RETRY_SECONDS if self._waiters else None) and self._waiters:
-                        break  # no notification came: try the lock again
+                    busy = self._waiters or self._leader is not None
+                    if not self._cond.wait(RETRY_SECONDS if busy else None) and self._waiters:
+                        timed_out = True  # no notification came: read the log, try to lead
+                        break
                 if self._closed:
                     return
                 self._kicked = False
-                if not self._waiters:
-                    continue  # nobody here waits: the log is read again when somebody does
+                notices = list(self._notices)
+                self._notices.clear()
             try:
-                self._catch_up()
-                if self._pending():
-                    batch = self._integrate(wait=False)
-                    if batch is not None:
-                        self._take(batch)
+                for notice in notices:
+                    self._follow(notice)
+                if timed_out:
+                    self._catch_up()
+                if self._leader is None and (timed_out or not self._started_leading) and self._pending():
+                    self._lead()
+                if self._leader is not None or (timed_out and self._overdue()):
+                    while (batch := self._integrate(own_connection=self._leader is not None)) is not None:
+                        self._follow(Notice.from_batch(batch))
             except MacroslowError as exc:
                 log.warning("ledger integration failed: %s", exc)
                 self._fail_pending(exc)
             except Exception as exc:  # never let the worker die silently
                 log.exception("ledger worker failed")
                 self._fail_pending(BackendUnavailable(f"the ledger failed ({type(exc).__name__})"))
+
+    def _lead(self) -> None:
+        """Become the integrator if no process is: take the integration lock on a connection of
+        its own, held while this process lives."""
+        import psycopg
+
+        self._started_leading = True
+        url = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        try:
+            conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
+        except psycopg.Error as exc:
+            raise BackendUnavailable(f"the database is unavailable ({type(exc).__name__})") from exc
+        a, b = INTEGRATION_LOCK
+        row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (a, b)).fetchone()
+        if row is None or not row[0]:
+            conn.close()
+            return
+        conn.execute(f"LISTEN {QUEUED_CHANNEL}")  # only the integrator hears of queued receipts
+        self._leader = conn
+        thread = threading.Thread(
+            target=self._hear_queued, args=(conn,), name="ledger-integrator", daemon=True
+        )
+        thread.start()
+        self._threads.append(thread)
+        log.info("this process integrates the receipts ledger")
+
+    def _hear_queued(self, conn: Any) -> None:
+        """The integrator's ears: each transaction that queued receipts wakes the worker."""
+        import psycopg
+
+        try:
+            while not self._closed:
+                for _ in conn.notifies(timeout=LISTEN_SECONDS, stop_after=1):
+                    self._kick()
+        except (psycopg.Error, OSError) as exc:
+            if not self._closed:  # the lock went with the connection: another process may lead
+                log.warning("this process stopped integrating the ledger (%s)", type(exc).__name__)
+                with self._cond:
+                    self._leader = None
+                    self._started_leading = False
+                conn.close()
+
+    def _overdue(self) -> bool:
+        """A caller here has waited longer than OVERDUE_SECONDS: integrate without the lock (the head
+        row's lock keeps integrations in one order), in case the integrator is stuck."""
+        with self._cond:
+            oldest = min((w.since for w in self._waiters.values()), default=None)
+        return oldest is not None and time.monotonic() - oldest > OVERDUE_SECONDS
 
     def _pending(self) -> bool:
         with self._cond:
@@ -319,27 +394,38 @@ class QueuedSequencer:
         for waiter in waiters:
             waiter.settle(error=exc)
 
-    def _integrate(self, *, wait: bool) -> Batch | None:
-        """Integrate one batch if this process gets the lock; the batch, if it integrated one."""
-        with database_errors(), write_transaction(self.engine) as conn:
-            lock = "pg_advisory_xact_lock" if wait else "pg_try_advisory_xact_lock"
-            a, b = INTEGRATION_LOCK
-            got = conn.execute(text(f"SELECT {lock}(:a, :b)"), {"a": a, "b": b}).scalar()
-            if not wait and not got:
-                return None
-            if self.batch_wait:
-                threading.Event().wait(self.batch_wait)
-            rows = conn.execute(
-                select(QueuedReceipt).order_by(QueuedReceipt.entry).limit(self.batch_max)
-            ).all()
-            entries = [Entry.from_row(r) for r in rows]
-            batch = self.integrator.integrate(conn, entries, self._gone(conn, {e.writer for e in entries}))
-            if batch is None:
-                return None
-            if rows:
-                conn.execute(delete(QueuedReceipt).where(QueuedReceipt.entry.in_([r.entry for r in rows])))
-            size = str(batch.checkpoint.size)
-            conn.execute(text("SELECT pg_notify(:c, :p)"), {"c": self.channel, "p": size})
+    def _integrate(self, *, own_connection: bool = False) -> Batch | None:
+        """Integrate one batch of what is queued; the batch, or None if there was nothing to cover.
+        Integrations are serialised by the head row's lock (`Integrator.integrate` reads it FOR
+        UPDATE), whoever runs them."""
+        if not own_connection:  # recovery, or an overdue caller: a pooled connection
+            with database_errors(), write_transaction(self.engine) as conn:
+                return self._integrate_on(conn)
+        # The integrator's worker thread keeps one connection for its transactions (no pool
+        # check-out, no ping); only that thread uses it.
+        with database_errors():
+            if self._integration is None or self._integration.invalidated or self._integration.closed:
+                self._integration = self.engine.connect()
+            conn = self._integration
+            try:
+                with conn.begin():
+                    return self._integrate_on(conn)
+            except BaseException:
+                conn.close()
+                self._integration = None
+                raise
+
+    def _integrate_on(self, conn: Connection) -> Batch | None:
+        rows = list(conn.execute(_TAKE_QUEUED, {"n": self.batch_max}).all())
+        if rows and self.batch_wait and len(rows) < self.batch_max:  # wait for more to batch
+            threading.Event().wait(self.batch_wait)
+            rows.extend(conn.execute(_TAKE_QUEUED, {"n": self.batch_max - len(rows)}).all())
+        rows.sort(key=lambda r: r.entry)
+        entries = [Entry.from_row(r) for r in rows]
+        batch = self.integrator.integrate(conn, entries, self._gone(conn, {e.writer for e in entries}))
+        if batch is None:
+            return None  # nothing was queued (the DELETE took nothing) and nothing was uncovered
+        conn.execute(text("SELECT pg_notify(:c, :p)"), {"c": self.channel, "p": Notice.of(batch)})
         return batch
 
     def _gone(self, conn: Any, writers: set[str | None]) -> set[str]:
@@ -348,37 +434,49 @@ class QueuedSequencer:
         if not others:
             return set()
         keys = {_key(w): w for w in others}
-        held = conn.execute(
-            text(
-                "SELECT objid::bigint FROM pg_locks WHERE locktype = 'advisory' AND granted "
-                "AND objsubid = 2 AND classid = CAST(:ns AS oid) "
-                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-            ),
-            {"ns": WRITER_NAMESPACE},
-        ).scalars()
+        held = conn.execute(_HELD_WRITER_LOCKS, {"ns": WRITER_NAMESPACE}).scalars()
         alive = {keys[k] for k in held if k in keys}
         return others - alive
 
-    def _take(self, batch: Batch) -> None:
-        """Answer this process's callers from the batch it just integrated, without reading it back
-        (when this process had seen the log up to where the batch starts; else `_catch_up` will)."""
+    def _follow(self, notice: Notice) -> None:
+        """Extend this process's view of the log by one batch and answer the callers it covers. A
+        notice without the batch (too large for a notification), or one that does not continue
+        where this process's view ends, is read from the database instead."""
         seen = self._seen
-        assert seen is not None
-        if seen.size != batch.start.size:
+        assert seen is not None  # set by _start
+        if notice.end <= seen.size:
+            return  # already followed (this process's own batch, then its notification)
+        if notice.start != seen.size or notice.ids is None or notice.leaves is None or notice.note is None:
             self._catch_up()
             return
         with self._cond:
-            evidence = batch.evidence(set(self._waiters))
-            settled = [(w, evidence[i]) for i, w in list(self._waiters.items()) if i in evidence]
-            for waiter, _ in settled:
-                del self._waiters[waiter.entry.id]
-        for leaf in batch.leaves:
+            mine = [(at, self._waiters[i]) for at, i in enumerate(notice.ids) if i in self._waiters]
+        settled: list[tuple[_Waiter, Evidence]] = []
+        if mine:
+            proofs = merkle.inclusion_proofs_after(seen, notice.leaves, [notice.start + at for at, _ in mine])
+        for leaf in notice.leaves:
             seen.append(leaf)
-        for waiter, found in settled:
-            waiter.settle(found)
+        if mine:
+            checkpoint = StoredCheckpoint(
+                notice.end, seen.root(), notice.key_id, notice.note, notice.created_at
+            )
+            for at, waiter in mine:
+                receipt = waiter.entry.receipt(notice.start + at)
+                leaf = notice.leaves[at]
+                if merkle.leaf_hash(receipt.leaf_bytes()) != leaf:
+                    raise MacroslowError(f"receipt {receipt.seq} was integrated unlike it was queued")
+                settled.append((waiter, Evidence(receipt, leaf, proofs[receipt.seq], checkpoint)))
+        self._settle(settled)
+
+    def _settle(self, settled: list[tuple[_Waiter, Evidence]]) -> None:
+        with self._cond:
+            for waiter, _ in settled:
+                self._waiters.pop(waiter.entry.id, None)
+        for waiter, evidence in settled:
+            waiter.settle(evidence)
 
     def _catch_up(self) -> None:
-        """Read the checkpoints and leaf hashes this process has not seen; answer its callers."""
+        """Read the checkpoints and leaf hashes this process has not followed; answer its callers."""
         with database_errors(), self.engine.connect() as conn:
             seen = self._seen
             assert seen is not None  # set by _start
@@ -394,30 +492,21 @@ class QueuedSequencer:
             ).all()
         if len(leaves) != rows[-1].size - seen.size:
             raise MacroslowError("the log has a gap below its newest checkpoint; run `receipts verify`")
-        with self._cond:
-            waiters = dict(self._waiters)
-        settled: list[tuple[_Waiter, Evidence]] = []
         base, at = seen.size, 0
         for row in rows:
-            checkpoint = StoredCheckpoint(row.size, row.root, row.key_id, row.note, row.created_at)
             span = leaves[at : row.size - base]
-            hashes = [bytes(leaf.leaf_hash) for leaf in span]
-            mine = [(leaf, waiters[leaf.id]) for leaf in span if leaf.id in waiters]
-            proofs = merkle.inclusion_proofs_after(seen, hashes, [leaf.seq for leaf, _ in mine])
-            for leaf, waiter in mine:
-                receipt = waiter.entry.receipt(leaf.seq)
-                if merkle.leaf_hash(receipt.leaf_bytes()) != bytes(leaf.leaf_hash):
-                    raise MacroslowError(f"receipt {leaf.seq} was stored unlike it was queued")
-                evidence = Evidence(receipt, bytes(leaf.leaf_hash), proofs[leaf.seq], checkpoint)
-                settled.append((waiter, evidence))
-            for leaf_hash in hashes:
-                seen.append(leaf_hash)
             at += len(span)
-        with self._cond:
-            for waiter, _ in settled:
-                self._waiters.pop(waiter.entry.id, None)
-        for waiter, evidence in settled:
-            waiter.settle(evidence)
+            self._follow(
+                Notice(
+                    start=seen.size,
+                    end=row.size,
+                    key_id=row.key_id,
+                    created_at=row.created_at,
+                    ids=[leaf.id for leaf in span],
+                    leaves=[bytes(leaf.leaf_hash) for leaf in span],
+                    note=row.note,
+                )
+            )
 
     def _initial(self, conn: Any) -> merkle.Frontier:
         """The frontier at the newest checkpoint (rebuilt from the leaves if that checkpoint is older
@@ -428,4 +517,116 @@ class QueuedSequencer:
         return self.integrator._frontier_at(conn, row.size)
 
 
-__all__ = ["Batch", "DirectSequencer", "QueuedSequencer"]
+# One statement takes the oldest queued receipts (RETURNING gives no order: sorted by the caller).
+_TAKE_QUEUED = text(
+    "DELETE FROM receipt_queue WHERE entry IN "
+    "(SELECT entry FROM receipt_queue ORDER BY entry LIMIT :n) "
+    "RETURNING entry, id, created_at, writer, draft"
+)
+_HELD_WRITER_LOCKS = text(
+    "SELECT objid::bigint FROM pg_locks WHERE locktype = 'advisory' AND granted "
+    "AND objsubid = 2 AND classid = CAST(:ns AS oid) "
+    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
+NOTIFY_LIMIT = 7900  # PostgreSQL refuses payloads of 8000 bytes or more
+
+
+@dataclass(frozen=True)
+class Notice:
+    """What an integrator announces: the batch [start, end), and, when it fits in a notification,
+    its receipts' ids and leaf hashes and the signed checkpoint, so that the processes waiting for
+    those receipts need not read them back. Fields it could not fit are None."""
+
+    start: int
+    end: int
+    key_id: str = ""
+    created_at: str = ""
+    ids: list[str] | None = None
+    leaves: list[bytes] | None = None
+    note: str | None = None
+
+    @classmethod
+    def from_batch(cls, batch: Batch) -> Notice:
+        cp = batch.checkpoint
+        return cls(
+            batch.start.size,
+            cp.size,
+            cp.key_id,
+            cp.created_at,
+            [r.id for r in batch.receipts],
+            list(batch.leaves),
+            cp.note,
+        )
+
+    @classmethod
+    def of(cls, batch: Batch) -> str:
+        """The notification payload for a batch: `v1 start end key_id created_at entries note`,
+        entries and note in base64 (entries: 16-byte id and 32-byte leaf hash each); `-` for the
+        last three when they would not fit."""
+        notice = cls.from_batch(batch)
+        assert notice.ids is not None and notice.leaves is not None and notice.note is not None
+        entries = b"".join(
+            uuid.UUID(i).bytes + leaf for i, leaf in zip(notice.ids, notice.leaves, strict=True)
+        )
+        full = " ".join(
+            [
+                "v1",
+                str(notice.start),
+                str(notice.end),
+                notice.key_id,
+                notice.created_at,
+                base64.b64encode(entries).decode("ascii"),
+                base64.b64encode(notice.note.encode("utf-8")).decode("ascii"),
+            ]
+        )
+        return full if len(full) <= NOTIFY_LIMIT else f"v1 {notice.start} {notice.end} - - - -"
+
+    @classmethod
+    def parse(cls, payload: str) -> Notice | None:
+        """A notification's notice; None for one this version does not read (then the log is read)."""
+        parts = payload.split(" ")
+        if len(parts) != 7 or parts[0] != "v1" or not parts[1].isdigit() or not parts[2].isdigit():
+            return None
+        start, end = int(parts[1]), int(parts[2])
+        if parts[5] == "-":
+            return cls(start, end)
+        try:
+            entries = base64.b64decode(parts[5], validate=True)
+            note = base64.b64decode(parts[6], validate=True).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            return cls(start, end)
+        if len(entries) != 48 * (end - start):
+            return cls(start, end)
+        chunks = [entries[at : at + 48] for at in range(0, len(entries), 48)]
+        ids = [str(uuid.UUID(bytes=chunk[:16])) for chunk in chunks]
+        return cls(start, end, parts[3], parts[4], ids, [chunk[16:] for chunk in chunks], note)
+
+
+def _once_more_if_disconnected(write: Callable[[], None]) -> None:
+    """Run `write`; once more if it failed on a pooled connection the server had closed (the queue
+    engine does not ping connections before use: one round trip less per call)."""
+    try:
+        write()
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+        write()
+
+
+def _queue_engine(engine: Engine) -> Engine:
+    """Connections for queueing receipts: autocommit, and `synchronous_commit = off` (the
+    integrator's commit flushes them; nothing is answered before it)."""
+    queue = create_engine(
+        engine.url, isolation_level="AUTOCOMMIT", pool_pre_ping=True, pool_size=5, max_overflow=10
+    )
+
+    @event.listens_for(queue, "connect")
+    def _no_flush_wait(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("SET synchronous_commit TO OFF")
+        cursor.close()
+
+    return queue
+
+
+__all__ = ["Batch", "DirectSequencer", "Notice", "QueuedSequencer"]

@@ -45,6 +45,9 @@ CHUNK = 500  # keys per read statement, and per hold of the lock during a sync
 
 
 class RateBucket(Base):
+    """A principal's shared rate bucket: its level `tokens` at time `updated` (negative: a debt),
+    charged by each process's sync; `granted`: whether the last report left it without debt."""
+
     __tablename__ = "rate_buckets"
 
     principal: Mapped[str] = mapped_column(String(512), primary_key=True)

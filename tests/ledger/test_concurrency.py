@@ -535,6 +535,11 @@ HOLDER = """
 """
 
 
+IN_BATCH = """
+    SELECT count(*) FROM pg_stat_activity WHERE application_name = 'slow' AND state = 'idle in transaction'
+"""
+
+
 def _replica(home: Path, url: str, tag: str, wait: float) -> subprocess.Popen[bytes]:
     named = f"{url}?application_name={tag}"
     return subprocess.Popen(
@@ -563,18 +568,21 @@ def test_integrator_killed_mid_batch_and_replica_killed_mid_call(postgres_url: s
 
     home = _home(tmp_path)
     setup = _ledger(postgres_url, home)  # the schema and the head
-    slow = _replica(home, postgres_url, "slow", 1.0)  # holds the lock a second per batch
-    fast = _replica(home, postgres_url, "fast", 0.0)
-    procs = [slow, fast]
+    # "slow" starts first, so it becomes the integrator; each of its batches takes a second.
+    slow = _replica(home, postgres_url, "slow", 1.0)
+    procs = [slow]
     try:
         deadline = time.monotonic() + RUN_TIMEOUT
         slow_out = _read_acks(slow, 2, deadline)
+        fast = _replica(home, postgres_url, "fast", 0.0)
+        procs.append(fast)
         fast_out = _read_acks(fast, 2, deadline)
-        while True:  # wait until "slow" holds the integration lock: it is then mid-batch
+        while True:  # "slow" holds the integration lock and is mid-batch: receipts taken, not committed
             with setup.engine.connect() as conn:
                 ns, key = INTEGRATION_LOCK
                 holder = conn.execute(text(HOLDER), {"ns": ns, "key": key}).scalar()
-            if holder == "slow":
+                open_batch = conn.execute(text(IN_BATCH)).scalar()
+            if holder == "slow" and open_batch:
                 break
             assert time.monotonic() < deadline, "the slow replica never held the lock"
             time.sleep(0.02)

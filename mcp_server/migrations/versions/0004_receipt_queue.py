@@ -33,9 +33,22 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("checkpoints") as batch:
         batch.add_column(sa.Column("frontier", sa.LargeBinary, nullable=True))
+    if op.get_bind().dialect.name == "postgresql":
+        # The integrator LISTENs: each transaction that queues receipts wakes it once, at commit.
+        op.execute(
+            "CREATE FUNCTION macroslow_receipt_queued() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN PERFORM pg_notify('macroslow_ledger_queued', ''); RETURN NULL; END $$"
+        )
+        op.execute(
+            "CREATE TRIGGER receipt_queued AFTER INSERT ON receipt_queue "
+            "FOR EACH STATEMENT EXECUTE FUNCTION macroslow_receipt_queued()"
+        )
 
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP TRIGGER IF EXISTS receipt_queued ON receipt_queue")
+        op.execute("DROP FUNCTION IF EXISTS macroslow_receipt_queued()")
     with op.batch_alter_table("checkpoints") as batch:
         batch.drop_column("frontier")
     op.drop_table("receipt_queue")
