@@ -6,17 +6,20 @@ Targets (from the issue):
   1. in-process `verify_maml` (library path, `inspect_signature`) on a 10 KiB signed document: at
      most 3x the raw ML-DSA-65 verify of the same canonical bytes;
   2. `verify_maml` over stdio, sequential calls through the official client: at least half the
-     calls per second of a no-op tool served by the same SDK (bench/noop_server.py);
+     calls per second of a no-op tool served by the same SDK (bench/noop_server.py), and at least
+     0.7x a no-op tool that also commits one durable SQLite row per call (`noop_server.py durable`:
+     the honest floor for a call that leaves a durable record, issue 15);
   3. cold start of `serve --transport stdio` to the `initialize` answer: at most 1.2x the no-op
      server's, interleaved in the same run (bench/coldstart.py, which also runs alone);
   4. the policy guard (principal, scope, rate limit in SQLite) adds at most 0.3 ms per call
      in-process: `verify_maml` through the in-memory client with the policy on vs the same server
      with the guard replaced by a no-op, and the guard alone, for the local principal and for a
      bearer token (verified once, then cached);
-  5. receipts ledger appends on SQLite (one writer, durable engine), checkpoints at the default
-     cadence: at least 2,000/s, next to plain INSERTs of the same rows;
-  6. ledger appends on PostgreSQL with 8 concurrent writers: at least 1,000/s, next to 8 writers doing
-     plain INSERTs (skipped when no PostgreSQL server answers at 127.0.0.1:5432);
+  5. receipts ledger appends on SQLite (one writer, durable engine), each covered by a signed
+     checkpoint before it returns: at least 2,000/s, next to plain INSERTs of the same rows;
+  6. covered ledger appends on PostgreSQL from 8 writer processes: at least 1,000/s and at least 1.5x
+     plain one-row INSERTs from 8 processes (skipped when no PostgreSQL server answers at
+     127.0.0.1:5432);
   7. `Ledger.verify()` over 100,000 receipts in under 10 s.
 Targets 5-7 are in bench/ledger.py (`.venv/bin/python bench/ledger.py` runs them alone).
   8. a query_openai cache hit over the in-memory client: at most 2x verify_maml's call there;
@@ -71,6 +74,7 @@ from mcp_server.signing import inspect_signature, sign_document
 # Targets.
 MAX_LIBRARY_RATIO = 3.0
 MIN_STDIO_RATIO = 0.5
+MIN_DURABLE_RATIO = 0.7
 MAX_GUARD_MS = 0.3
 SHM = "/dev/shm" if os.path.isdir("/dev/shm") else None  # tmpfs, for the no-flush comparison
 UNLIMITED_RATE = {"MACROSLOW_RATE_PER_MINUTE": "1e9", "MACROSLOW_RATE_BURST": "1000000000"}
@@ -243,8 +247,9 @@ def project_server(home: Path, **env: str) -> Server:
     return Server("macroslow-mcp", params, VERIFY)
 
 
-def noop_server() -> Server:
-    return Server("noop", StdioServerParameters(command=sys.executable, args=[str(NOOP_SERVER)]), NOOP)
+def noop_server(*args: str) -> Server:
+    params = StdioServerParameters(command=sys.executable, args=[str(NOOP_SERVER), *args])
+    return Server("noop", params, NOOP)
 
 
 def connect(server: Server, errlog: TextIO, mode: str = "auto") -> Client:
@@ -320,7 +325,12 @@ async def bench_stdio(home: Path, document: str, errlog: TextIO) -> bool:
     # to show how much of a call is the receipt's flush to disk.
     with tempfile.TemporaryDirectory(dir=SHM) as shm:
         tmpfs = project_server(home, MACROSLOW_DATABASE_URL=f"sqlite:///{shm}/l.db")
-        servers = {"project": project_server(home), "noop": noop_server(), "tmpfs": tmpfs}
+        servers = {
+            "project": project_server(home),
+            "noop": noop_server(),
+            "durable": noop_server("durable", str(home / "durable-floor.db")),
+            "tmpfs": tmpfs,
+        }
         async with AsyncExitStack() as stack:
             samplers: dict[str, Sampler] = {}
             protocols: set[str] = set()
@@ -336,6 +346,16 @@ async def bench_stdio(home: Path, document: str, errlog: TextIO) -> bool:
         f"{1 / verify:.0f} calls/s = {ratio:.2f}x no-op tool ({1 / noop:.0f} calls/s)",
         f"target >= {MIN_STDIO_RATIO:.1f}x",
         ratio >= MIN_STDIO_RATIO,
+    )
+    durable = t["durable"] / verify
+    ok = (
+        report(
+            "  next to a no-op that commits one row",
+            f"{durable:.2f}x its {1 / t['durable']:.0f} calls/s (SQLite WAL, synchronous=FULL, a row a call)",
+            f"target >= {MIN_DURABLE_RATIO:.1f}x",
+            durable >= MIN_DURABLE_RATIO,
+        )
+        and ok
     )
     report(
         "  per call over stdio",

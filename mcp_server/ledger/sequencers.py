@@ -402,18 +402,23 @@ class QueuedSequencer:
             with database_errors(), write_transaction(self.engine) as conn:
                 return self._integrate_on(conn)
         # The integrator's worker thread keeps one connection for its transactions (no pool
-        # check-out, no ping); only that thread uses it.
+        # check-out, no ping); only that thread uses it. A connection the server closed (a database
+        # restart) is replaced once.
         with database_errors():
-            if self._integration is None or self._integration.invalidated or self._integration.closed:
-                self._integration = self.engine.connect()
-            conn = self._integration
-            try:
-                with conn.begin():
-                    return self._integrate_on(conn)
-            except BaseException:
-                conn.close()
-                self._integration = None
-                raise
+            for attempt in (1, 2):
+                if self._integration is None or self._integration.invalidated or self._integration.closed:
+                    self._integration = self.engine.connect()
+                conn = self._integration
+                try:
+                    with conn.begin():
+                        return self._integrate_on(conn)
+                except BaseException as exc:
+                    conn.close()
+                    self._integration = None
+                    gone = isinstance(exc, DBAPIError) and exc.connection_invalidated
+                    if attempt == 2 or not gone:
+                        raise
+        return None  # pragma: no cover - the loop returns or raises
 
     def _integrate_on(self, conn: Connection) -> Batch | None:
         rows = list(conn.execute(_TAKE_QUEUED, {"n": self.batch_max}).all())
@@ -616,9 +621,9 @@ def _once_more_if_disconnected(write: Callable[[], None]) -> None:
 def _queue_engine(engine: Engine) -> Engine:
     """Connections for queueing receipts: autocommit, and `synchronous_commit = off` (the
     integrator's commit flushes them; nothing is answered before it)."""
-    queue = create_engine(
-        engine.url, isolation_level="AUTOCOMMIT", pool_pre_ping=True, pool_size=5, max_overflow=10
-    )
+    # Sized for a busy server's worker threads (40 by default): a connection made per call would
+    # cost more than the call. Not pinged before use: `_once_more_if_disconnected` retries instead.
+    queue = create_engine(engine.url, isolation_level="AUTOCOMMIT", pool_size=20, max_overflow=20)
 
     @event.listens_for(queue, "connect")
     def _no_flush_wait(dbapi_connection: Any, _record: Any) -> None:

@@ -205,8 +205,7 @@ def test_receipts_queued_by_a_process_that_is_gone_are_recovered(postgres_url: s
         ledger.record(draft(0))
         gone = Entry.new(draft(1), writer="4242-deadbeef0000")  # holds no writer lock: it is gone
         queue(ledger.engine, gone)
-        report = ledger.verify()
-        assert report.ok and (report.receipts, report.queued) == (1, 1)
+        # This process integrates (it recorded first): it may take the row at once, or at recover().
         ledger.recover()
         rows = [r for r, _ in ledger.rows()]
         assert [r.tool for r in rows] == ["verify_maml", RECOVERY_TOOL, "verify_maml"]
