@@ -29,10 +29,12 @@ Targets 8-9 are in bench/llm.py (`.venv/bin/python bench/llm.py` runs them alone
      at most 1.2x calling AerSimulator directly on the same circuit (bench/quantum.py).
  11. seal and open of a 1 MiB document for one recipient: at most 1.5x raw AES-256-GCM plus one
      ML-KEM-768 + X25519 encapsulation (decapsulation), same run (bench/sealing.py).
- 12. verify_maml over Streamable HTTP, 16 concurrent clients: two `serve` processes at least 1.3x one
-     process, next to the SDK's no-op tool served the same way (bench/replicas.py).
+ 12. verify_maml over Streamable HTTP, 16 concurrent clients: two `serve` processes at least 1.6x one
+     process, and server CPU per call at most the SDK no-op tool's plus 2 ms (bench/replicas.py).
  13. 16 callers' verify_maml p99 with one hostile caller sending documents at the size cap built to be
      slow to parse: at most 3x their p99 without it (bench/hostile.py).
+ 14. verify_maml over stdio with two loopback witnesses in strict mode: at least 0.5x the default
+     (background) mode's calls per second (bench/witness.py).
 
 The servers run with a rate limit too high to trip (1e9 a minute), so the limiter's database
 statement is in every measured call without refusing any.
@@ -457,6 +459,9 @@ async def run_all(home: Path, errlog: TextIO) -> bool:
     from hostile import bench_hostile  # bench/hostile.py: 16 callers' p99 with and without a hostile one
 
     results.append(await bench_hostile())
+    from witness import bench_witness  # bench/witness.py: strict vs default witnessing over stdio
+
+    results.append(await bench_witness())
     return all(results)
 
 

@@ -437,7 +437,17 @@ def cmd_receipts_verify(args: argparse.Namespace) -> int:
     """Exit 0 when the log is intact and every receipt is covered by a verified checkpoint; 1 when
     it is tampered or truncated, or (unless --allow-uncovered) when receipts are uncovered or no
     checkpoint exists: those were never acknowledged, and nothing vouches for them yet."""
-    report = _ledger(args).verify()
+    ledger = _ledger(args)
+    report = ledger.verify()
+    if args.policy and report.checkpoints:  # the newest checkpoint must meet the witness quorum
+        from mcp_server.errors import MacroslowError
+
+        latest = ledger.latest_checkpoint()
+        note = ledger.cosigned(latest) if latest is not None else ""
+        try:
+            _policy(args.policy).check(note, ledger.origin)
+        except MacroslowError as exc:
+            report.problems.append(f"the newest checkpoint does not meet the witness policy: {exc.message}")
     pending = report.uncovered + report.queued
     covered = report.ok and (args.allow_uncovered or (report.checkpoints > 0 and pending == 0))
     if args.json:
@@ -533,6 +543,8 @@ def cmd_receipts_check_proof(args: argparse.Namespace) -> int:
         public = given
     checked = check_proof(proof, public, key_name)
     cp, receipt, key_id = checked.checkpoint, checked.receipt, mldsa.key_id(public)
+    if args.policy:  # the witnesses' quorum too (c2sp.org/tlog-policy)
+        _policy(args.policy).check(proof.checkpoint_note, cp.origin)
     if args.json:
         data = {
             "ok": True,
@@ -561,6 +573,30 @@ def _printable(value: Any) -> str:
     return value if isinstance(value, str) and value.isprintable() and value else json.dumps(value)
 
 
+def _policy(path: str) -> Any:
+    """A c2sp.org/tlog-policy file (the log's key, witnesses, quorum)."""
+    from mcp_server.witness import policy
+
+    return policy.parse(_read(path, SMALL_FILE))
+
+
+def cmd_receipts_vkey(args: argparse.Namespace) -> int:
+    """The log's verifier key (c2sp.org/signed-note vkey, type 0x06): what a witness or a policy file
+    needs to check the log's checkpoints."""
+    from mcp_server.witness import cosignature
+
+    ledger = _ledger(args)
+    public = (
+        None
+        if ledger.keys is None or ledger.log_key_id is None
+        else ledger.keys.public_key(ledger.log_key_id)
+    )
+    if public is None:
+        raise CliError("this ledger has no log key yet: start the server (or record a receipt) once")
+    print(cosignature.vkey(ledger.origin, public))
+    return EXIT_OK
+
+
 def cmd_receipts_export(args: argparse.Namespace) -> int:
     ledger = _ledger(args)
     if args.checkpoint:
@@ -587,6 +623,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from mcp_server.demo import run_demo
 
     return run_demo(home=Path(args.home) if args.home else None)
+
+
+def cmd_witness_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from mcp_server.logs import configure
+    from mcp_server.witness.service import build_app, load_config, open_service
+
+    configure("text", logging.DEBUG if args.verbose else logging.INFO)
+    service = open_service(load_config(Path(args.config)))
+    logging.getLogger(PROG).warning(
+        "witness %s on http://%s:%d/add-checkpoint for %d log(s)",
+        service.name, args.host, args.port, len(service.logs),
+    )  # fmt: skip
+    uvicorn.run(build_app(service), host=args.host, port=args.port, log_config=None, access_log=False)
+    return EXIT_OK
+
+
+def cmd_witness_vkey(args: argparse.Namespace) -> int:
+    from mcp_server.witness.cosignature import vkey
+    from mcp_server.witness.service import load_config, load_or_create_key
+
+    config = load_config(Path(args.config))
+    print(vkey(config.name, load_or_create_key(config.key_file).public_key()))
+    return EXIT_OK
 
 
 # -- parser -------------------------------------------------------------------------------------
@@ -740,6 +801,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="exit 0 for an intact log even when receipts are uncovered or no checkpoint exists",
     )
+    rv.add_argument(
+        "--policy",
+        metavar="FILE",
+        help="also require the newest checkpoint to meet the witness quorum of this tlog-policy file",
+    )
     rp = radd("prove", cmd_receipts_prove, "inclusion proof of a receipt (or a consistency proof)")
     rp.add_argument("receipt_id", nargs="?")
     rp.add_argument("--consistency", nargs=2, type=int, metavar=("OLD", "NEW"))
@@ -760,11 +826,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rc.add_argument("--origin", help="require this log origin (default: the one the checkpoint names)")
     rc.add_argument("--json", action="store_true", help="print the receipt and checkpoint as JSON")
+    rc.add_argument(
+        "--policy", metavar="FILE", help="also require the witness quorum of this c2sp.org/tlog-policy file"
+    )
+    radd("vkey", cmd_receipts_vkey, "print the log's verifier key (C2SP vkey) for witnesses and policies")
     rx = radd("export", cmd_receipts_export, "write all receipts as JSON lines, or the newest checkpoint")
     rx.add_argument("-o", "--output")
     rx.add_argument("--checkpoint", metavar="FILE", help="write the newest signed checkpoint note to FILE")
 
     add("demo", cmd_demo, "drive the server over stdio as an agent would and report each step")
+
+    wit = sub.add_parser(
+        "witness",
+        help="a c2sp.org/tlog-witness server cosigning other logs' checkpoints",
+        description="A transparency log witness (ML-DSA-44 cosignatures).",
+    )
+    wsub = wit.add_subparsers(dest="witness_command", metavar="ACTION", required=True)
+    ws = wsub.add_parser(
+        "serve",
+        help="serve POST /add-checkpoint (uvicorn); logs go to stderr",
+        description="Serve POST /add-checkpoint of c2sp.org/tlog-witness.",
+        parents=[common],
+    )
+    ws.set_defaults(func=cmd_witness_serve)
+    ws.add_argument("--config", required=True, metavar="FILE", help="the witness's TOML configuration")
+    ws.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    ws.add_argument("--port", type=int, default=7380, help="port (default 7380)")
+    wv = wsub.add_parser(
+        "vkey",
+        help="print the witness's verifier key (for a log's c2sp.org/tlog-policy file)",
+        description="Print the witness's vkey; the key is generated first if absent.",
+        parents=[common],
+    )
+    wv.set_defaults(func=cmd_witness_vkey)
+    wv.add_argument("--config", required=True, metavar="FILE", help="the witness's TOML configuration")
     return parser
 
 

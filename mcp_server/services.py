@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio
 import anyio.to_thread
 
-from mcp_server.errors import BackendUnavailable, MacroslowError
+from mcp_server.errors import BackendUnavailable, InvalidDocument, MacroslowError
 from mcp_server.home import initialize, open_kem_keys, open_keys
 from mcp_server.maml.parser import Limits
 from mcp_server.settings import Settings
@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from mcp_server.quantum.backends import RemoteBackend
     from mcp_server.quantum.jobs import Job
     from mcp_server.quantum.service import JobService, Listener
+    from mcp_server.witness.policy import Policy as WitnessPolicy
     from mcp_server.workflows import WorkflowDirectory
 
 log = logging.getLogger(__name__)
@@ -226,6 +227,9 @@ def _open_blocking(settings: Settings, policy: Policy) -> Services:
             batch_max=settings.ledger_batch_max,
             batch_wait=settings.ledger_batch_wait,
             cover_seconds=settings.ledger_cover_seconds,
+            witnesses=_witness_policy(settings),
+            witness_strict=settings.witness_mode == "strict",
+            witness_timeout=settings.witness_timeout_seconds,
         )
         stack.callback(ledger.close)
         ledger.recover()  # receipts a stopped server left uncovered, behind a recovery receipt
@@ -258,6 +262,19 @@ def _open_blocking(settings: Settings, policy: Policy) -> Services:
         )
         stack.pop_all()  # opened completely: from now on `_close` owns them
     return services
+
+
+def _witness_policy(settings: Settings) -> WitnessPolicy | None:
+    """The tlog-policy file naming the witnesses, if one is set (read once, at start)."""
+    if settings.witness_policy is None:
+        return None
+    from mcp_server.witness import policy
+
+    try:
+        text = settings.witness_policy.expanduser().read_bytes()
+    except OSError as exc:
+        raise InvalidDocument(f"the witness policy file cannot be read ({type(exc).__name__})") from exc
+    return policy.parse(text)
 
 
 def _azure(settings: Settings) -> functools.partial[RemoteBackend]:

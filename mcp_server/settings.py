@@ -302,6 +302,19 @@ class Settings(BaseSettings):
     ledger_cover_seconds: float = Field(
         default=10.0, gt=0, description="Longest a call waits for a checkpoint to cover its receipt."
     )
+    witness_policy: Path | None = Field(
+        default=None,
+        description="A c2sp.org/tlog-policy file: the witnesses the log submits its checkpoints to, and "
+        "the quorum; unset: no witnesses.",
+    )
+    witness_mode: Literal["async", "strict"] = Field(
+        default="async",
+        description="async: answer once the log signed, witnesses cosign in the background; strict: "
+        "answer only once the policy's quorum cosigned.",
+    )
+    witness_timeout_seconds: float = Field(
+        default=5.0, gt=0, le=120, description="Longest wait for one witness's answer."
+    )
     receipt_payloads: Literal["none", "redacted"] = Field(
         default="none", description="Store redacted arguments in receipts (default: digests only)."
     )

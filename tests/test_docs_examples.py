@@ -550,9 +550,10 @@ def check_checkpoint_note(example: Example, ctx: Context) -> None:
     assert public is not None
     assert open_checkpoint(real, origin, public).size == 3
     blob = base64.b64decode(made[4].split(" ")[2], validate=True)
-    kind = b"\xff" + b"macroslow-mcp/checkpoint/v1/ML-DSA-65"
-    assert blob[:4] == hashlib.sha256(origin.encode() + b"\n" + kind + public.public_bytes_raw()).digest()[:4]
-    assert len(blob) == 4 + 3309  # an ML-DSA-65 signature
+    # The C2SP ML-DSA-44 signature: key ID type 0x06 over the 1312-byte key, then u64 time, signature.
+    assert len(public.public_bytes_raw()) == 1312
+    assert blob[:4] == hashlib.sha256(origin.encode() + b"\n\x06" + public.public_bytes_raw()).digest()[:4]
+    assert len(blob) == 4 + 8 + 2420
 
 
 @dataclass
@@ -740,6 +741,36 @@ def check_check_tlog_proof_script(example: Example, ctx: Context) -> None:
 
 
 # -- docs/security.md ----------------------------------------------------------------------------
+
+
+def check_witness_policy(example: Example, ctx: Context) -> None:
+    """The policy shown (vkeys elided) is a valid c2sp.org/tlog-policy once each elided vkey is a real
+    one of the same key name; the parsed policy has the log, two witnesses with their URLs, and a
+    quorum of both."""
+    from mcp_server.crypto import mldsa
+    from mcp_server.witness import cosignature, policy
+
+    def real(token: str) -> str:
+        name, key_id, material = token.split("+")
+        assert re.fullmatch(r"[0-9a-f]{8}", key_id) and material == "Bh..."  # the shown form
+        return cosignature.vkey(name, mldsa.generate(mldsa.Algorithm.ML_DSA_44).public_key())
+
+    lines = []
+    for line in example.body.splitlines():
+        words = line.split(" ")
+        at = 1 if words[0] == "log" else 2 if words[0] == "witness" else None
+        if at is not None:
+            words[at] = real(words[at])
+        lines.append(" ".join(words))
+    parsed = policy.parse("\n".join(lines) + "\n")
+    [log] = parsed.logs
+    assert log.origin == BY_ID["checkpoint-note"].body.split("\n")[0]  # the log shown above
+    assert [(w.name, w.key_name, w.url) for w in parsed.witnesses] == [
+        ("w1", "witness.example/w1", "https://w1.example/"),
+        ("w2", "witness.example/w2", "https://w2.example/"),
+    ]
+    assert parsed.quorum == "both"
+    assert parsed.satisfied({"w1", "w2"}) and not parsed.satisfied({"w1"})
 
 
 def check_entra_id_env(example: Example, ctx: Context) -> None:

@@ -28,7 +28,15 @@ class ReceiptProof(BaseModel):
     tree_size: int
     root: str = Field(description="Root hash of the checkpoint (hex).")
     proof: list[str] = Field(description="RFC 9162 inclusion proof, hex hashes.")
-    checkpoint: str = Field(description="The signed checkpoint (C2SP signed note).")
+    checkpoint: str = Field(
+        description="The signed checkpoint (C2SP signed note), with the witnesses' cosignatures."
+    )
+    witnessed: bool | None = Field(
+        default=None,
+        description="With a witness policy configured: whether its quorum cosigned that checkpoint "
+        "(cosignatures come seconds after the checkpoint in the default mode). Null without a policy.",
+    )
+    witness_problem: str | None = Field(default=None, description="Why the quorum is not met, if it is not.")
 
 
 def register(tools: ToolRegistry) -> None:
@@ -76,8 +84,8 @@ def register(tools: ToolRegistry) -> None:
         receipt_id: Annotated[str, Field(description="The receipt's id (from list_receipts).")],
     ) -> ReceiptProof:
         """Prove that a receipt is in the tamper-evident log: an RFC 9162 inclusion proof against
-        the newest checkpoint signed by this server's ML-DSA key, checked before it is returned.
-        A receipt newer than the newest checkpoint is not_found until the next one (seconds)."""
+        the newest checkpoint signed by the log's ML-DSA-44 key, checked before it is returned, and,
+        with a witness policy, whether the policy's quorum of witnesses cosigned that checkpoint."""
         ledger = call.services.ledger
         receipt, _ = await anyio.to_thread.run_sync(ledger.get, receipt_id)
         access.check_receipt(call.caller, receipt, receipt_id)  # another's: as if there were none
@@ -90,4 +98,6 @@ def register(tools: ToolRegistry) -> None:
             root=proof["root"],
             proof=proof["proof"],
             checkpoint=proof["checkpoint"],
+            witnessed=None if ledger.witnesses is None else proof["witnessed"] is None,
+            witness_problem=proof["witnessed"],
         )

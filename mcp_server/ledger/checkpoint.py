@@ -103,6 +103,17 @@ def key_id(key_name: str, public_key: mldsa.PublicKey) -> bytes:
     return hashlib.sha256(material).digest()[:KEY_ID_SIZE]
 
 
+def key_ids(key_name: str, public_key: mldsa.PublicKey) -> tuple[bytes, ...]:
+    """The key IDs a signature line by this key may carry: the C2SP ML-DSA-44 one (type 0x06) for an
+    ML-DSA-44 key, and the older type's (`key_id`) for any key."""
+    older = key_id(key_name, public_key)
+    if mldsa.algorithm_of(public_key) is not mldsa.Algorithm.ML_DSA_44:
+        return (older,)
+    from mcp_server.witness import cosignature
+
+    return (cosignature.key_id(key_name, public_key), older)
+
+
 def check_key_name(key_name: str) -> None:
     """signed-note: "Key names MUST be non-empty and MUST NOT contain any Unicode spaces or plus"."""
     if not key_name:
@@ -169,6 +180,28 @@ def sign_checkpoint(cp: Checkpoint, key_name: str, private_key: mldsa.PrivateKey
 
 def open_checkpoint(note: str | bytes, key_name: str, public_key: mldsa.PublicKey) -> Checkpoint:
     """The checkpoint in `note` if `key_name` / `public_key` signed it; SignatureInvalid otherwise.
+
+    Two signature types are read: the C2SP post-quantum one (an ML-DSA-44 key whose tlog-cosignature
+    key ID, type 0x06, is on a line: `mcp_server.witness.cosignature`), which the log signs with
+    since schema 0005, and the older `0xff` type below, which checkpoints made before still carry.
+    """
+    if mldsa.algorithm_of(public_key) is mldsa.Algorithm.ML_DSA_44:
+        from mcp_server.witness import cosignature
+
+        if (key_name, cosignature.key_id(key_name, public_key)) in note_key_ids(note):
+            cosignature.verify_line(
+                note if isinstance(note, str) else note.decode("utf-8"), key_name, public_key
+            )
+            text, _ = _split_note(note)
+            try:
+                return parse_body(text)
+            except SignatureInvalid as exc:
+                raise SignatureInvalid(f"signed note is not a checkpoint: {exc.message}") from exc
+    return _open_private_type(note, key_name, public_key)
+
+
+def _open_private_type(note: str | bytes, key_name: str, public_key: mldsa.PublicKey) -> Checkpoint:
+    """`open_checkpoint` for the older signature type (0xff + our identifier, module docstring).
 
     Other signature lines are ignored (signed-note: "Verifiers MUST ignore signatures from unknown
     keys"); every line with this key's name and key ID must verify, and there must be one.

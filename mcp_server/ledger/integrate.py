@@ -32,7 +32,7 @@ from sqlalchemy import Connection, insert, select, update
 
 from mcp_server.errors import MacroslowError
 from mcp_server.ledger import merkle
-from mcp_server.ledger.checkpoint import Checkpoint, sign_checkpoint
+from mcp_server.ledger.checkpoint import Checkpoint, body
 from mcp_server.ledger.models import CheckpointRow, LedgerHead, ReceiptRow
 from mcp_server.ledger.receipts import Draft, Receipt, canonical_json
 
@@ -130,9 +130,13 @@ class Batch:
 class Integrator:
     """Integrates batches into one log. Holds no lock itself: its caller does."""
 
-    def __init__(self, origin: str, keys: KeyStore | None, *, for_update: bool) -> None:
+    def __init__(
+        self, origin: str, keys: KeyStore | None, log_key_id: str | None, *, for_update: bool
+    ) -> None:
         self.origin = origin
         self.keys = keys
+        self.log_key_id = log_key_id
+        self._private: Any = None
         head = select(LedgerHead).where(LedgerHead.id == HEAD_ID)
         self._select_head = head.with_for_update() if for_update else head
 
@@ -199,15 +203,20 @@ class Integrator:
         return Batch(start, receipts, leaves, checkpoint)
 
     def _sign(self, conn: Connection, frontier: merkle.Frontier) -> StoredCheckpoint:
-        """Store a checkpoint of the tree signed by the default key; the batch fails without one."""
-        if self.keys is None:
-            raise MacroslowError("no key store: receipts cannot be covered by a signed checkpoint")
-        key_id = self.keys.default_key_id()
-        if key_id is None:
-            raise MacroslowError("no default signing key: receipts cannot be covered by a signed checkpoint")
-        private = self.keys.private_key(key_id)
+        """Store a checkpoint of the tree signed with the log's key; the batch fails without one.
+
+        The signature is the C2SP post-quantum checkpoint signature: an ML-DSA-44 timestamped
+        signature over the tlog-cosignature `cosigned_message` (label `subtree/v1`, the log's origin
+        as the signer's name, the time, start 0, end = the size, the root), on a signature line
+        whose key ID is SHA-256(origin || "\n" || 0x06 || public key)[:4]
+        (`mcp_server.witness.cosignature`). Standard C2SP tooling verifies it with the log's vkey.
+        """
+        from mcp_server.witness import cosignature
+
+        key_id, private = self._log_key()
         root = frontier.root()
-        note = sign_checkpoint(Checkpoint(self.origin, frontier.size, root), self.origin, private)
+        text = body(Checkpoint(self.origin, frontier.size, root)).decode("utf-8")
+        note = text + "\n" + cosignature.sign_line(text, self.origin, private, int(time.time()))
         created = utc_now()
         conn.execute(
             insert(CheckpointRow).values(
@@ -220,6 +229,14 @@ class Integrator:
             )
         )
         return StoredCheckpoint(frontier.size, root, key_id, note, created)
+
+    def _log_key(self) -> tuple[str, Any]:
+        """The log's ML-DSA-44 signing key (its id and private key), loaded once."""
+        if self._private is None:
+            if self.keys is None or self.log_key_id is None:
+                raise MacroslowError("no log key: receipts cannot be covered by a signed checkpoint")
+            self._private = self.keys.private_key(self.log_key_id)
+        return self.log_key_id or "", self._private
 
     # -- recovery -------------------------------------------------------------------------------
     def _frontier_at(self, conn: Connection, size: int) -> merkle.Frontier:

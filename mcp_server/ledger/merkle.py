@@ -199,25 +199,7 @@ def inclusion_proofs_after(
     for index in indices:
         if not start <= index < size:
             raise ValueError(f"index {index} is outside the leaves {start}..{size - 1} after the frontier")
-    _check_leaf_hashes(tail, len(tail))
-    nodes: dict[tuple[int, int], bytes] = {}
-    lo = 0
-    for node in frontier.hashes:
-        width = 1 << (start - lo).bit_length() - 1
-        nodes[(lo, lo + width)] = node
-        lo += width
-
-    def root(lo: int, hi: int) -> bytes:
-        found = nodes.get((lo, hi))
-        if found is not None:
-            return found
-        if hi - lo == 1:
-            node = tail[lo - start]
-        else:
-            k = _split(hi - lo)
-            node = node_hash(root(lo, lo + k), root(lo + k, hi))
-        nodes[(lo, hi)] = node
-        return node
+    root = _RangeRoots(frontier, tail).root
 
     proofs: dict[int, list[bytes]] = {}
     for index in indices:
@@ -234,6 +216,61 @@ def inclusion_proofs_after(
         siblings.reverse()
         proofs[index] = siblings
     return proofs
+
+
+def consistency_proof_after(frontier: Frontier, tail: Sequence[bytes]) -> list[bytes]:
+    """PROOF(m, D[n]) with m = frontier.size and n = m + len(tail), from the frontier of the old
+    tree and the leaf hashes appended since: what a log sends a witness, without reading the log.
+
+    Every node SUBPROOF takes from inside D[0:m] is one whose parent reaches past m, so it is one of
+    the frontier's subtrees (see `inclusion_proof_after`)."""
+    old, new = frontier.size, frontier.size + len(tail)
+    if old in (0, new):
+        return []
+    root = _RangeRoots(frontier, tail).root
+    siblings: list[bytes] = []
+    lo, hi, m = 0, new, old
+    complete = True
+    while m != hi - lo:
+        k = _split(hi - lo)
+        if m <= k:
+            siblings.append(root(lo + k, hi))
+            hi = lo + k
+        else:
+            siblings.append(root(lo, lo + k))
+            lo, m, complete = lo + k, m - k, False
+    proof = [] if complete else [root(lo, hi)]
+    proof.extend(reversed(siblings))
+    return proof
+
+
+class _RangeRoots:
+    """MTH of aligned ranges of a tree known as a frontier and the leaf hashes after it, memoised."""
+
+    def __init__(self, frontier: Frontier, tail: Sequence[bytes]) -> None:
+        _check_leaf_hashes(tail, len(tail))
+        self.start = frontier.size
+        self.tail = tail
+        self.nodes: dict[tuple[int, int], bytes] = {}
+        lo = 0
+        for node in frontier.hashes:
+            width = 1 << (self.start - lo).bit_length() - 1
+            self.nodes[(lo, lo + width)] = node
+            lo += width
+
+    def root(self, lo: int, hi: int) -> bytes:
+        found = self.nodes.get((lo, hi))
+        if found is not None:
+            return found
+        if hi <= self.start:
+            raise ValueError(f"leaves {lo}..{hi - 1} are inside the frontier but not one of its subtrees")
+        if hi - lo == 1:
+            node = self.tail[lo - self.start]
+        else:
+            k = _split(hi - lo)
+            node = node_hash(self.root(lo, lo + k), self.root(lo + k, hi))
+        self.nodes[(lo, hi)] = node
+        return node
 
 
 def consistency_proof(hashes: Sequence[bytes], old_size: int, new_size: int) -> list[bytes]:

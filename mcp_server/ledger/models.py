@@ -10,7 +10,8 @@ migrations in `mcp_server/migrations`; these classes must match them.
 - `checkpoints`: signed tree heads (C2SP signed notes), one per integrated batch, with the frontier
   at that size (null for checkpoints older than schema 0004), from which proofs of the next batch
   are made without reading the log.
-- `ledger_meta`: the log's identity (its random origin name), made once.
+- `checkpoint_cosignatures`: witnesses' cosignature lines, per checkpoint and witness.
+- `ledger_meta`: the log's identity (its random origin name) and the id of its ML-DSA-44 key.
 """
 
 from __future__ import annotations
@@ -81,6 +82,17 @@ class CheckpointRow(Base):
     note: Mapped[str] = mapped_column(Text)
     created_at: Mapped[str] = mapped_column(String(32))
     frontier: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
+class CosignatureRow(Base):
+    """A witness's cosignature line of one checkpoint (c2sp.org/tlog-cosignature), as it answered."""
+
+    __tablename__ = "checkpoint_cosignatures"
+
+    size: Mapped[int] = mapped_column(Counter, primary_key=True, autoincrement=False)
+    witness: Mapped[str] = mapped_column(String(255), primary_key=True)
+    line: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[str] = mapped_column(String(32))
 
 
 class LedgerMeta(Base):

@@ -257,7 +257,7 @@ def signing_key(proof: TlogProof, key_name: str, candidates: Iterable[mldsa.Publ
     chooses the key: `check_proof` still has to verify with it."""
     signers = {kid for name, kid in checkpoint.note_key_ids(proof.checkpoint_note) if name == key_name}
     for key in candidates:
-        if checkpoint.key_id(key_name, key) in signers:
+        if signers.intersection(checkpoint.key_ids(key_name, key)):
             return key
     raise SignatureInvalid(f"the checkpoint has no signature by {_shown(key_name)} with a trusted key")
 

@@ -52,6 +52,7 @@ from mcp_server.errors import BackendUnavailable, MacroslowError
 from mcp_server.ledger import merkle
 from mcp_server.ledger.integrate import Batch, Entry, Evidence, Integrator, StoredCheckpoint
 from mcp_server.ledger.models import CheckpointRow, QueuedReceipt, ReceiptRow
+from mcp_server.ledger.witnessing import Witnessing, cosigned_note
 
 if TYPE_CHECKING:
     from mcp_server.ledger.receipts import Draft
@@ -90,6 +91,7 @@ class DirectSequencer:
     """Group commit in this process: integrate what waits, one transaction and checkpoint per batch."""
 
     def __init__(self, engine: Engine, integrator: Integrator, *, batch_max: int) -> None:
+        self.witnessing: Witnessing | None = None  # set by the Ledger when witnesses are configured
         self.engine = engine
         self.integrator = integrator
         self.batch_max = batch_max
@@ -124,6 +126,7 @@ class DirectSequencer:
             with database_errors(), write_transaction(self.engine) as conn:
                 done = self.integrator.integrate(conn, [w.entry for w in batch])
             assert done is not None
+            witnessed(self.witnessing, done)
             evidence = done.evidence()
         except BaseException as exc:
             for waiter in batch:
@@ -155,6 +158,7 @@ class QueuedSequencer:
         batch_wait: float,
         cover_seconds: float,
     ) -> None:
+        self.witnessing: Witnessing | None = None  # set by the Ledger when witnesses are configured
         self.engine = engine
         self.integrator = integrator
         self.batch_max = batch_max
@@ -328,7 +332,7 @@ class QueuedSequencer:
                     self._lead()
                 if self._leader is not None or (timed_out and self._overdue()):
                     while (batch := self._integrate(own_connection=self._leader is not None)) is not None:
-                        self._follow(Notice.from_batch(batch))
+                        self._publish(batch)
             except MacroslowError as exc:
                 log.warning("ledger integration failed: %s", exc)
                 self._fail_pending(exc)
@@ -430,8 +434,24 @@ class QueuedSequencer:
         batch = self.integrator.integrate(conn, entries, self._gone(conn, {e.writer for e in entries}))
         if batch is None:
             return None  # nothing was queued (the DELETE took nothing) and nothing was uncovered
-        conn.execute(text("SELECT pg_notify(:c, :p)"), {"c": self.channel, "p": Notice.of(batch)})
+        strict = self.witnessing is not None and self.witnessing.strict
+        # Strict: nobody may answer from this batch before the quorum cosigns (`_publish`).
+        payload = Notice.short(batch) if strict else Notice.of(batch)
+        conn.execute(text("SELECT pg_notify(:c, :p)"), {"c": self.channel, "p": payload})
         return batch
+
+    def _publish(self, batch: Batch) -> None:
+        """Answer this process's callers from the batch it integrated. Strict witnessing: first the
+        quorum's cosignatures, then a notification that wakes the other processes to read them."""
+        try:
+            witnessed(self.witnessing, batch)
+        finally:
+            if self.witnessing is not None and self.witnessing.strict:
+                with database_errors(), self.engine.connect() as conn, conn.begin():
+                    conn.execute(
+                        text("SELECT pg_notify(:c, :p)"), {"c": self.channel, "p": Notice.short(batch)}
+                    )
+        self._follow(Notice.from_batch(batch))
 
     def _gone(self, conn: Any, writers: set[str | None]) -> set[str]:
         """The writers among these that hold no writer lock: their processes have stopped."""
@@ -495,12 +515,19 @@ class QueuedSequencer:
                 .where(ReceiptRow.seq >= seen.size, ReceiptRow.seq < rows[-1].size)
                 .order_by(ReceiptRow.seq)
             ).all()
+            notes = {row.size: cosigned_note(conn, row) for row in rows}
         if len(leaves) != rows[-1].size - seen.size:
             raise MacroslowError("the log has a gap below its newest checkpoint; run `receipts verify`")
         base, at = seen.size, 0
         for row in rows:
             span = leaves[at : row.size - base]
             at += len(span)
+            note = notes[row.size]
+            if self.witnessing is not None and self.witnessing.strict:
+                try:
+                    self.witnessing.policy.check(note, self.integrator.origin)
+                except MacroslowError:
+                    return  # not cosigned by the quorum yet: the integrator's notification comes after
             self._follow(
                 Notice(
                     start=seen.size,
@@ -509,7 +536,7 @@ class QueuedSequencer:
                     created_at=row.created_at,
                     ids=[leaf.id for leaf in span],
                     leaves=[bytes(leaf.leaf_hash) for leaf in span],
-                    note=row.note,
+                    note=note,
                 )
             )
 
@@ -586,6 +613,11 @@ class Notice:
         )
         return full if len(full) <= NOTIFY_LIMIT else f"v1 {notice.start} {notice.end} - - - -"
 
+    @staticmethod
+    def short(batch: Batch) -> str:
+        """A payload that names the batch only: whoever waits reads it from the database."""
+        return f"v1 {batch.start.size} {batch.checkpoint.size} - - - -"
+
     @classmethod
     def parse(cls, payload: str) -> Notice | None:
         """A notification's notice; None for one this version does not read (then the log is read)."""
@@ -605,6 +637,17 @@ class Notice:
         chunks = [entries[at : at + 48] for at in range(0, len(entries), 48)]
         ids = [str(uuid.UUID(bytes=chunk[:16])) for chunk in chunks]
         return cls(start, end, parts[3], parts[4], ids, [chunk[16:] for chunk in chunks], note)
+
+
+def witnessed(witnessing: Witnessing | None, batch: Batch) -> None:
+    """Hand the batch's checkpoint to the witnesses: in strict mode wait for the quorum and give the
+    batch the cosigned checkpoint (or raise); in the default mode, go on at once."""
+    if witnessing is None:
+        return
+    if witnessing.strict:
+        batch.checkpoint = witnessing.cosign(batch.checkpoint)
+    else:
+        witnessing.offer(batch.checkpoint)
 
 
 def _once_more_if_disconnected(write: Callable[[], None]) -> None:

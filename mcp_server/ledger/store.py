@@ -18,11 +18,12 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
+from mcp_server.crypto import mldsa
 from mcp_server.crypto.keys import KeyStore
 from mcp_server.db import database_errors, write_transaction
 from mcp_server.errors import MacroslowError, NotFound, SignatureInvalid
@@ -32,10 +33,15 @@ from mcp_server.ledger.integrate import HEAD_ID, Evidence, Integrator, StoredChe
 from mcp_server.ledger.models import CheckpointRow, LedgerHead, LedgerMeta, QueuedReceipt, ReceiptRow
 from mcp_server.ledger.receipts import Draft, Receipt
 from mcp_server.ledger.sequencers import DirectSequencer, QueuedSequencer
+from mcp_server.ledger.witnessing import Witnessing, cosigned_note
 from mcp_server.policy import access
+
+if TYPE_CHECKING:
+    from mcp_server.witness.policy import Policy
 
 log = logging.getLogger(__name__)
 
+LOG_KEY = "log_key_id"  # ledger_meta: the id of the log's ML-DSA-44 checkpoint key
 RECEIPT_COLUMNS = [getattr(ReceiptRow, name) for name in Receipt.field_names()]
 __all__ = ["HEAD_ID", "Draft", "Evidence", "Ledger", "StoredCheckpoint", "VerifyReport", "utc_now"]
 
@@ -93,6 +99,9 @@ class Ledger:
         batch_max: int = 256,
         batch_wait: float = 0.0,
         cover_seconds: float = 10.0,
+        witnesses: Policy | None = None,
+        witness_strict: bool = False,
+        witness_timeout: float = 5.0,
     ) -> None:
         self.engine = engine
         self.keys = keys
@@ -107,7 +116,8 @@ class Ledger:
                 # its transaction, which committed, and then failed): read the log it made.
                 with write_transaction(engine) as conn:
                     self.origin = self._init(conn)
-        integrator = Integrator(self.origin, keys, for_update=self._for_update)
+        self.log_key_id = self._log_key() if keys is not None else self._stored_log_key()
+        integrator = Integrator(self.origin, keys, self.log_key_id, for_update=self._for_update)
         self._sequencer: DirectSequencer | QueuedSequencer
         if engine.dialect.name == "postgresql":
             self._sequencer = QueuedSequencer(
@@ -115,6 +125,16 @@ class Ledger:
             )
         else:
             self._sequencer = DirectSequencer(engine, integrator, batch_max=batch_max)
+        self.witnesses = witnesses
+        if witnesses is not None and any(w.url for w in witnesses.witnesses):
+            self._sequencer.witnessing = Witnessing(
+                engine,
+                witnesses,
+                self.origin,
+                integrator._frontier_at,
+                timeout=witness_timeout,
+                strict=witness_strict,
+            )
 
     # -- set-up ------------------------------------------------------------------------------
     def _init(self, conn: Connection) -> str:
@@ -135,6 +155,31 @@ class Ledger:
         origin = conn.execute(select(LedgerMeta.value).where(LedgerMeta.key == "origin")).scalar_one()
         return str(origin)
 
+    def _stored_log_key(self) -> str | None:
+        with database_errors(), self.engine.connect() as conn:
+            found = conn.execute(select(LedgerMeta.value).where(LedgerMeta.key == LOG_KEY)).scalar()
+        return None if found is None else str(found)
+
+    def _log_key(self) -> str:
+        """The id of the log's ML-DSA-44 key, made (in the key store, trusted) the first time a
+        ledger is opened with keys; recorded in `ledger_meta` so every process signs with it. A ledger
+        from before has signed with the home's default key (ML-DSA-65, the older signature type):
+        those checkpoints still verify, by that key."""
+        stored = self._stored_log_key()
+        if stored is not None:
+            return stored
+        assert self.keys is not None
+        made = self.keys.generate(mldsa.Algorithm.ML_DSA_44).key_id
+        with database_errors():
+            try:
+                with write_transaction(self.engine) as conn:
+                    conn.execute(insert(LedgerMeta).values(key=LOG_KEY, value=made))
+            except IntegrityError:
+                pass  # another process made one at the same moment: use the recorded one
+        recorded = self._stored_log_key()
+        assert recorded is not None
+        return recorded
+
     @property
     def key_name(self) -> str:
         return self.origin
@@ -142,6 +187,8 @@ class Ledger:
     def close(self) -> None:
         """Stop this process's ledger threads (PostgreSQL); callers still waiting get an error."""
         self._sequencer.close()
+        if self._sequencer.witnessing is not None:
+            self._sequencer.witnessing.close()
 
     # -- recording ---------------------------------------------------------------------------
     def record(self, draft: Draft) -> Evidence:
@@ -246,6 +293,7 @@ class Ledger:
         self._open(checkpoint)
         with database_errors(), self.engine.connect() as conn:
             hashes = self._leaf_hashes(conn, checkpoint.size)
+            note = cosigned_note(conn, checkpoint)
         proof = merkle.inclusion_proof(hashes, receipt.seq, checkpoint.size)
         merkle.verify_inclusion(leaf, receipt.seq, checkpoint.size, proof, checkpoint.root)
         return {
@@ -254,8 +302,25 @@ class Ledger:
             "tree_size": checkpoint.size,
             "root": checkpoint.root.hex(),
             "proof": [h.hex() for h in proof],
-            "checkpoint": checkpoint.note,
+            "checkpoint": note,
+            "witnessed": self.witnessed(note),
         }
+
+    def cosigned(self, checkpoint: StoredCheckpoint) -> str:
+        """The checkpoint's note with the cosignatures the witnesses gave it."""
+        with database_errors(), self.engine.connect() as conn:
+            return cosigned_note(conn, checkpoint)
+
+    def witnessed(self, note: str) -> str | None:
+        """Whether the witness policy's quorum cosigned this checkpoint note: None when it did (or
+        there is no policy), else why not."""
+        if self.witnesses is None:
+            return None
+        try:
+            self.witnesses.check(note, self.origin)
+        except MacroslowError as exc:
+            return exc.message
+        return None
 
     def consistency(self, old_size: int, new_size: int) -> list[bytes]:
         with database_errors(), self.engine.connect() as conn:

@@ -91,8 +91,11 @@ def test_prove_and_export(home: Path, capsys: pytest.CaptureFixture[str], tmp_pa
     assert code == 0 and len(lines) == 7 and json.loads(lines[0])["seq"] == 0
     code, out, _ = run(capsys, "receipts", "export", "--checkpoint", str(tmp_path / "cp.note"))
     note = (tmp_path / "cp.note").read_text()
-    keys = open_keys(Settings(home=home))
-    key_id = keys.default_key_id()
+    settings = Settings(home=home)
+    keys = open_keys(settings)
+    ledger = Ledger(open_engine(settings.database, durable=True), keys)
+    key_id = ledger.log_key_id  # the log's own ML-DSA-44 key
+    ledger.engine.dispose()
     assert key_id is not None
     public = keys.public_key(key_id)
     assert public is not None
@@ -138,3 +141,25 @@ def test_verify_exits_1_for_receipts_no_checkpoint_covers(
     ledger.engine.dispose()
     code, out, _ = run(capsys, "receipts", "verify")
     assert code == 0 and out.startswith("ok: 6 receipts, 2 signed checkpoints; receipts 0..5 covered")
+
+
+def test_vkey_prints_the_log_key_for_witnesses_and_policies(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mcp_server.witness import cosignature
+
+    code, out, _ = run(capsys, "receipts", "vkey")
+    assert code == 0
+    name, public = cosignature.parse_vkey(out.strip())
+    settings = Settings(home=home)
+    ledger = Ledger(open_engine(settings.database, durable=True), open_keys(settings))
+    try:
+        assert name == ledger.origin
+        stored = ledger.keys.public_key(ledger.log_key_id) if ledger.keys and ledger.log_key_id else None
+        assert stored is not None and stored.public_bytes_raw() == public.public_bytes_raw()
+        # The newest checkpoint verifies with that vkey alone, as a witness would check it.
+        latest = ledger.latest_checkpoint()
+        assert latest is not None
+        assert cosignature.verify_line(latest.note, name, public) > 0
+    finally:
+        ledger.engine.dispose()

@@ -535,3 +535,20 @@ def test_batch_proofs_from_a_frontier_match_proofs_from_the_whole_log() -> None:
             got = m.inclusion_proofs_after(frontier, leaves[start:size], indices)
             for index in indices:
                 assert got[index] == m.inclusion_proof(leaves, index, size), (size, start, index)
+
+
+def test_consistency_proofs_from_a_frontier_match_proofs_from_the_whole_log() -> None:
+    """`consistency_proof_after` (what the log sends a witness without reading the log) gives the
+    same PROOF as `consistency_proof` over every leaf, for every pair of sizes."""
+    import hashlib
+
+    from mcp_server.ledger import merkle as m
+
+    leaves = [hashlib.sha256(bytes([i % 256, i // 256])).digest() for i in range(70)]
+    for new in range(0, 70):
+        for old in range(new + 1):
+            frontier = m.Frontier()
+            for leaf in leaves[:old]:
+                frontier.append(leaf)
+            got = m.consistency_proof_after(frontier, leaves[old:new])
+            assert got == m.consistency_proof(leaves, old, new), (old, new)

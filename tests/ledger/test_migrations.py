@@ -11,7 +11,8 @@ from sqlalchemy import inspect, text
 import mcp_server.ledger.models
 import mcp_server.llm.cache
 import mcp_server.policy.quota
-import mcp_server.quantum.store  # noqa: F401
+import mcp_server.quantum.store
+import mcp_server.witness.models  # noqa: F401
 from mcp_server.db import SCHEMA_HEAD, Base, open_engine
 from mcp_server.errors import BackendUnavailable
 

@@ -77,10 +77,16 @@ async def test_a_backend_failure_leaves_a_receipt(make_settings: Callable[..., S
 async def test_no_answer_without_a_signed_checkpoint(make_settings: Callable[..., Settings]) -> None:
     """With the log's signing key unusable no checkpoint can cover a receipt, so no result is
     answered: the caller gets backend_unavailable, not a result the log cannot vouch for."""
+    from mcp_server.db import open_engine
+    from mcp_server.home import initialize
+    from mcp_server.ledger.store import Ledger
+
     settings = make_settings()
+    initialize(settings, example=False)
+    Ledger(open_engine(settings.database, durable=True), open_keys(settings)).engine.dispose()  # its key
+    for key in settings.keys_path.glob("*.key.pem"):
+        key.chmod(0o644)  # the key store now refuses every private key, the log's among them
     async with Client(build_server(settings)) as client:
-        for key in settings.keys_path.glob("*.key.pem"):
-            key.chmod(0o644)  # the key store now refuses every private key
         withheld = await client.call_tool("verify_maml", {"document": "x"})
     assert withheld.is_error and error_of(withheld)["code"] == "backend_unavailable"
     assert "covered by a signed checkpoint" in error_of(withheld)["message"]

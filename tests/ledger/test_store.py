@@ -192,8 +192,8 @@ def test_forged_checkpoint_is_detected(ledger: Ledger) -> None:
 
 def test_checkpoint_by_an_untrusted_key_is_refused(ledger: Ledger, settings: Settings) -> None:
     keys = open_keys(settings)
-    key_id = keys.default_key_id()
-    assert key_id is not None
+    key_id = ledger.log_key_id  # the log's ML-DSA-44 key, not the home's default key
+    assert key_id is not None and key_id != keys.default_key_id()
     keys.trust.remove(key_id)
     report = ledger.verify()
     assert not report.ok
