@@ -341,6 +341,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.transport != "stdio" and not authenticated and host not in LOOPBACK:
         raise CliError(f"refusing to serve HTTP without authentication on {host}: bind to 127.0.0.1")
     source: CallerSource = "bearer" if args.transport != "stdio" and authenticated else "local"
+    if args.transport != "stdio":  # an unset MACROSLOW_RESOURCE_URL: the address served (stdio: unchanged)
+        from mcp_server.http_app import resource_notice
+
+        settings = settings.served_at(host, port)
+        if source == "bearer":  # one line on stderr (the log), never stdout
+            logging.getLogger(PROG).log(*resource_notice(settings, host))
     try:
         server = build_server(settings, caller_source=source)
     except ConfigurationError as exc:

@@ -191,10 +191,36 @@ async def _drive(home: Path, steps: list[Step], log_file: Any) -> None:
                 f"{attested['seed']} to counts {attested['counts_digest'][:19]}…"
             )
 
+        async def run_wide() -> str:
+            """A result too large for a context window: summarised, with a link to every count."""
+            from mcp_server.ledger.receipts import json_digest
+
+            circuit = 'OPENQASM 2.0;\ninclude "qelib1.inc";\nqreg q[14];\ncreg c[14];\n'
+            circuit += "".join(f"h q[{i}];\n" for i in range(14)) + "measure q -> c;\n"
+            r = await client.call_tool("run_quantum_circuit", {"circuit": circuit, "shots": 50000, "seed": 1})
+            sc = r.structured_content or {}
+            _expect(not r.is_error and sc.get("counts") is None and bool(sc.get("top_counts")), str(sc)[:300])
+            links = [c for c in r.content if c.type == "resource_link"]
+            _expect(len(links) == 1, "no resource_link to the counts")
+            every: dict[str, int] = {}
+            uri: str | None = str(links[0].uri)
+            pages = 0
+            while uri is not None:
+                page = json.loads((await client.read_resource(uri)).contents[0].text)  # type: ignore[union-attr]
+                every.update(page["counts"])
+                uri, pages = page["next"], pages + 1
+            _expect(json_digest(every) == sc["counts_digest"], "the pages do not add up to the digest")
+            size = len(json.dumps(r.structured_content))
+            return (
+                f"14 qubits, 50,000 shots: {sc['distinct_outcomes']} outcomes summarised in {size:,} bytes "
+                f"(top 16 + link); followed {links[0].uri}: {pages} pages, digest matches"
+            )
+
         await step("read unknown workflow", read_missing)
         await step("list_receipts", list_receipts)
         await step("run_quantum_circuit(signed GHZ)", run_ghz)
         await step("quantum receipt attests the run", attestation)
+        await step("large result: summary and link", run_wide)
 
     # A second agent with a narrower token: the policy layer shows and allows it less.
     from mcp_server.auth.local_issuer import mint
@@ -258,7 +284,7 @@ async def _drive(home: Path, steps: list[Step], log_file: Any) -> None:
     await step("receipts verify (servers stopped)", verify_ledger)
 
 
-EXPECTED_STEPS = 18
+EXPECTED_STEPS = 19
 
 
 def run_demo(home: Path | None = None) -> int:

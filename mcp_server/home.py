@@ -86,6 +86,8 @@ def _initialize(settings: Settings, *, example: bool) -> InitReport:
     elif kid is None:
         kid = keys.ids()[0]
         keys.set_default(kid)
+    if keys.log_key_id() is None:  # the receipts ledger's checkpoint key (ML-DSA-44)
+        report.created.append(f"log key {keys.make_log_key()} (ML-DSA-44)")
     report.key_id = keys.default_key_id() or kid
     report.key_encrypted = keys.info(report.key_id).encrypted
     if example:

@@ -1,8 +1,9 @@
 """The HTTP transports (Streamable HTTP at /mcp, SSE at /sse + /messages/) as one ASGI app.
 
-The SDK's app does the bearer authentication (401 with `WWW-Authenticate` and `resource_metadata`,
-RFC 9728 metadata at `/.well-known/oauth-protected-resource/...`) and DNS-rebinding protection.
-In front of it, `ScopeGate`:
+The SDK's app does the bearer authentication (401 with `WWW-Authenticate` and `resource_metadata`)
+and DNS-rebinding protection. In front of it, `ResourceMetadata` answers the RFC 9728 metadata at
+`/.well-known/oauth-protected-resource/<resource path>` (with `scopes_supported`: every scope the
+offered operations use, `mcp_server.auth.scopes`), and `ScopeGate`:
 
 - refuses a request body over `max_request_bytes` with 413 before reading or parsing it
   (by `Content-Length`, or by counting a streamed body), and one not received within
@@ -14,7 +15,12 @@ In front of it, `ScopeGate`:
   JSON, or JSON beyond the gate's bounds: nesting deeper than 256, a run of more than 4,300 digits)
   go on to the SDK, which answers them (401; 400 for what its own parser refuses). The body is
   parsed only once the token is verified. A tool call refused here leaves the same receipt,
-  audit line and metric as one the tool adapter refuses (`ToolRunner.refused_at_the_door`).
+  audit line and metric as one the tool adapter refuses (`ToolRunner.refused_at_the_door`). The
+  403's `scope` is the token's scopes of this server plus the missing one (a client asks for exactly
+  that; a new token must not lose what the old one granted);
+- adds `scope="..."` to the SDK's 401 challenge (RFC 6750 3; the MCP spec's scope selection): the
+  read-only baseline, plus the scope of the tool call or resource read asked for. Without a valid
+  token the body is parsed for this only when it is at most 64 KiB (else the baseline alone).
 
 Around it: `Front` refuses a request with both `Content-Length` and `Transfer-Encoding` (400,
 RFC 9112 6.3); `OriginGate` (loopback binds, where the SDK's DNS-rebinding checks are on) refuses
@@ -29,6 +35,7 @@ and bodies over the size cap (413; never parsed, so no tool is known).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -42,13 +49,14 @@ from typing import TYPE_CHECKING, Any, Literal
 import anyio
 import anyio.to_thread
 import uvicorn
-from mcp.server.auth.routes import build_resource_metadata_url
+from mcp.server.auth.routes import build_resource_metadata_url, create_protected_resource_routes
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcp_server import metrics, untrusted_json
 from mcp_server.admission import Admission, CallerSource
+from mcp_server.auth.scopes import ChallengeScopes, scope_param
 from mcp_server.errors import Forbidden, MacroslowError
 from mcp_server.http_limits import ConnectionLimits, GuardedH11Protocol
 from mcp_server.http_limits import configure as configure_limits
@@ -58,6 +66,7 @@ from mcp_server.policy.operations import operation_for_uri
 
 if TYPE_CHECKING:
     from mcp_server.server import MacroslowServer
+    from mcp_server.settings import Settings
 
 Transport = Literal["streamable-http", "sse"]
 log = logging.getLogger(__name__)
@@ -76,6 +85,8 @@ async def _respond(send: Send, status: int, body: dict[str, Any], headers: list[
 # is judged.
 _MAX_DEPTH = 256
 _MAX_NUMBER = 4300
+# A body without a valid token is parsed (only to name the call's scope in the 401) up to this size.
+_ANONYMOUS_JSON_BYTES = 64 * 1024
 
 
 def _bounded_json(body: bytes, limit: int) -> Any:
@@ -119,10 +130,14 @@ class ScopeGate:
         self.limit = admission.settings.max_request_bytes
         self.body_timeout = ConnectionLimits.from_settings(admission.settings).body_timeout
         self.metadata_url = str(build_resource_metadata_url(admission.settings.resource_url))  # type: ignore[arg-type]
+        self.scopes = ChallengeScopes(admission.policy)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in self.paths:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if scope["method"] != "POST" or scope["path"] not in self.paths:
+            await self.app(scope, receive, self._naming_scopes(send, self.scopes.baseline))
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         too_large = {"error": "request_too_large", "error_description": f"body over {self.limit} bytes"}
@@ -153,8 +168,11 @@ class ScopeGate:
             await _respond(send, 408, slow, [(b"connection", b"close")])
             return
         body = b"".join(chunks)
-        if self.check_scopes and await self._refuse_scope(body, headers, send):
-            return
+        challenge = self.scopes.baseline
+        if self.check_scopes:
+            answered, challenge = await self._judge(body, headers, send)
+            if answered:
+                return
         replayed = False
 
         async def replay() -> Message:
@@ -164,19 +182,40 @@ class ScopeGate:
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
-        await self.app(scope, replay, send)
+        await self.app(scope, replay, self._naming_scopes(send, challenge))
 
-    async def _refuse_scope(self, body: bytes, headers: dict[str, str], send: Send) -> bool:
+    def _naming_scopes(self, send: Send, scopes: tuple[str, ...]) -> Send:
+        """`send`, adding `scope="..."` to the SDK's 401 bearer challenge (when auth is on)."""
+        if not self.check_scopes or not scopes:
+            return send
+        extra = f', scope="{scope_param(scopes)}"'.encode("latin-1")
+
+        async def send_naming_scopes(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 401:
+                headers = [
+                    (k, v + extra)
+                    if k.lower() == b"www-authenticate" and v.startswith(b"Bearer ") and b' scope="' not in v
+                    else (k, v)
+                    for k, v in message.get("headers", [])
+                ]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        return send_naming_scopes
+
+    async def _judge(self, body: bytes, headers: dict[str, str], send: Send) -> tuple[bool, tuple[str, ...]]:
+        """(whether a 403 was sent, the scopes a 401 for this request names)."""
         authorization = headers.get("authorization", "")
-        if not authorization.lower().startswith("bearer "):
-            return False
-        try:  # first: a body from a caller without a valid token is never parsed here
-            principal = await self.admission.authority.verify_async(authorization[7:].strip())
-        except MacroslowError:
-            return False  # the SDK's bearer check answers 401
+        principal = None
+        if authorization.lower().startswith("bearer "):
+            with contextlib.suppress(MacroslowError):  # the SDK's bearer check answers 401
+                principal = await self.admission.authority.verify_async(authorization[7:].strip())
+        if principal is None:  # a small body only: name the scope of what it asks for in the 401
+            asked = _operations(_bounded_json(body, min(self.limit, _ANONYMOUS_JSON_BYTES)))
+            return False, self.scopes.for_operations(name for name, _ in asked)
         operations = _operations(_bounded_json(body, self.limit))
         if not operations:
-            return False
+            return False, self.scopes.baseline
         for name, arguments in operations:
             try:
                 self.admission.policy.check(principal, name)
@@ -187,7 +226,8 @@ class ScopeGate:
                 # refused here, not by the adapter: the same receipt (tools), audit line and metric
                 await self.runner.refused_at_the_door(name, arguments, principal, exc)
                 challenge = (
-                    f'Bearer error="insufficient_scope", scope="{required}", '
+                    f'Bearer error="insufficient_scope", '
+                    f'scope="{scope_param(self.scopes.step_up(principal.scopes, required))}", '
                     f'error_description="{name} needs the scope {required}", '
                     f'resource_metadata="{self.metadata_url}"'
                 )
@@ -197,8 +237,50 @@ class ScopeGate:
                     {"error": "insufficient_scope", "error_description": exc.message, "scope": required},
                     [(b"www-authenticate", challenge.encode("latin-1"))],
                 )
-                return True
-        return False
+                return True, ()
+        return False, self.scopes.baseline
+
+
+class ResourceMetadata:
+    """`GET /.well-known/oauth-protected-resource<resource path>` (RFC 9728), answered with the
+    SDK's own handler (and its CORS) but listing `scopes_supported`. The SDK's route takes that list
+    from `AuthSettings.required_scopes`, which it would also demand of every request; scopes here
+    are per operation, so the document is served in front of the SDK's."""
+
+    def __init__(self, app: ASGIApp, server: MacroslowServer) -> None:
+        self.app = app
+        auth = server.settings.auth
+        assert auth is not None and auth.resource_server_url is not None
+        [self.route] = create_protected_resource_routes(
+            resource_url=auth.resource_server_url,
+            authorization_servers=[auth.issuer_url],
+            scopes_supported=list(ChallengeScopes(server.admission.policy).supported),
+            resource_name=server.title or server.name,
+            resource_documentation=server.website_url,  # type: ignore[arg-type]
+        )
+        self.path = self.route.path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == self.path:
+            await self.route.handle(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def resource_notice(settings: Settings, host: str) -> tuple[int, str]:
+    """The start-up line (level, text) saying which resource URL and token audience are in use."""
+    what = "resource URL" if settings.audience else "resource URL and token audience"
+    if settings.resource_url_derived:
+        line = (
+            f"{what} {settings.resource_url}, from the address served (MACROSLOW_RESOURCE_URL overrides it)"
+        )
+    else:
+        line = f"{what} {settings.resource_url} (MACROSLOW_RESOURCE_URL)"
+    if settings.audience:
+        line += f"; token audience {settings.audience} (MACROSLOW_AUDIENCE)"
+    if settings.resource_url_derived and host in ("0.0.0.0", "::"):  # noqa: S104 - naming, not binding
+        return logging.WARNING, line + ": bound to every interface; set it to the URL clients use"
+    return logging.INFO, line
 
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
@@ -406,6 +488,8 @@ def build_http_app(server: MacroslowServer, transport: Transport, host: str) -> 
         )
     else:
         app = server.sse_app(max_request_body_size=limit, host=host, transport_security=security)
+    if server.settings.auth is not None and server.settings.auth.resource_server_url is not None:
+        app = ResourceMetadata(app, server)
     app = ScopeGate(app, server, MESSAGE_PATHS[transport], check_scopes=admission.caller_source == "bearer")
     if security is not None:
         app = OriginGate(app, SDK_PATHS[transport], settings.cors_origins)
@@ -431,14 +515,17 @@ def worker_app() -> ASGIApp:
     configure_limits(ConnectionLimits.from_settings(settings))
     transport: Transport = "sse" if os.environ.get(WORKER_TRANSPORT) == "sse" else "streamable-http"
     source: CallerSource = "local" if os.environ.get(WORKER_SOURCE) == "local" else "bearer"
-    server = build_server(settings, caller_source=source)
-    return build_http_app(server, transport, os.environ.get(WORKER_HOST, settings.host))
+    host = os.environ.get(WORKER_HOST, settings.host)
+    port = int(os.environ.get(WORKER_PORT, settings.port))
+    server = build_server(settings.served_at(host, port), caller_source=source)
+    return build_http_app(server, transport, host)
 
 
-WORKER_TRANSPORT, WORKER_SOURCE, WORKER_HOST = (
+WORKER_TRANSPORT, WORKER_SOURCE, WORKER_HOST, WORKER_PORT = (
     "MACROSLOW_SERVE_TRANSPORT",
     "MACROSLOW_SERVE_CALLER_SOURCE",
     "MACROSLOW_SERVE_HOST",
+    "MACROSLOW_SERVE_PORT",
 )
 
 
@@ -471,6 +558,7 @@ def serve_http(server: MacroslowServer, transport: Transport, host: str, port: i
     os.environ[WORKER_TRANSPORT] = transport
     os.environ[WORKER_SOURCE] = server.admission.caller_source
     os.environ[WORKER_HOST] = host
+    os.environ[WORKER_PORT] = str(port)
     made_dir = None
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         made_dir = tempfile.mkdtemp(prefix="macroslow-metrics-")

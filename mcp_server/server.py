@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -10,13 +11,16 @@ from mcp.server.auth.settings import AuthSettings
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from mcp.server.subscriptions import InMemorySubscriptionBus
+from mcp_types import Icon
 
+import prompts
 import resources
 import tools
 from mcp_server import __version__
 from mcp_server.adapters import ResourceRegistry, ToolRegistry, ToolRunner
 from mcp_server.admission import Admission, CallerSource
 from mcp_server.auth.tokens import SdkTokenVerifier
+from mcp_server.completions import Completer
 from mcp_server.services import ServiceHost
 from mcp_server.settings import Settings
 from mcp_server.visibility import ScopeVisibility
@@ -28,7 +32,25 @@ trusted. query_openai asks an OpenAI or Azure OpenAI model (a prompt, or a signe
 document), within a token budget; identical recent requests are answered from a cache. Errors start
 with a stable code (invalid_document, request_too_large, signature_invalid,
 key_error, not_found, unauthenticated, forbidden, rate_limited with retry_after, ...); forbidden
-names the missing scope or document permission. Workflows you may read are at maml://workflows."""
+names the missing scope or document permission. Workflows you may read are at maml://workflows.
+Prompts: write_workflow, run_workflow, audit_my_calls."""
+
+
+TITLE = "MacroSlow MCP"
+# serverInfo.icons: a small SVG (a document with a signature tick), as a data: URI so a client needs
+# no request to show it.
+_ICON_SVG = (
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 64 64">'
+    '<rect x="10" y="4" width="44" height="56" rx="6" fill="#1f3b5c"/>'
+    '<path d="M19 18h26M19 27h26M19 36h14" stroke="#cfe3f7" stroke-width="4" stroke-linecap="round"/>'
+    '<path d="M36 47l5 5 10-12" fill="none" stroke="#5fd39a" stroke-width="5" stroke-linecap="round"/>'
+    "</svg>"
+)
+ICON = Icon(
+    src="data:image/svg+xml;base64," + base64.b64encode(_ICON_SVG.encode()).decode("ascii"),
+    mime_type="image/svg+xml",
+    sizes=["any"],
+)
 
 
 class MacroslowServer(MCPServer[ServiceHost]):
@@ -76,7 +98,9 @@ def build_server(
     bus = InMemorySubscriptionBus()  # subscriptions/listen; jobs://<id> changes are published on it
     server = MacroslowServer(
         settings.server_name,
-        title="macroslow-mcp",
+        title=TITLE,
+        website_url=settings.website_url,
+        icons=[ICON],
         version=__version__,
         instructions=INSTRUCTIONS,
         tools=declared.build(runner),
@@ -90,6 +114,9 @@ def build_server(
     server.host = host
     server.runner = runner
     resources.register_all(ResourceRegistry(server, admission, host, bus))
+    declared_prompts = prompts.PromptRegistry(server, admission, host)
+    prompts.register_all(declared_prompts)
+    Completer(admission, host, declared_prompts).install(server)
     return server
 
 

@@ -5,7 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from mcp_server.crypto.mldsa import DEFAULT_ALGORITHM, Algorithm
@@ -35,6 +44,12 @@ class IssuerConfig(BaseModel):
     roles_as_scopes: bool = Field(
         default=False, description="Treat app roles (`roles`) named like scopes as scopes (Entra app-only)."
     )
+
+
+def served_url(host: str, port: int) -> str:
+    """The MCP endpoint URL of a server bound to `host`:`port` (an IPv6 address in brackets)."""
+    name = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    return f"http://{name}:{port}/mcp"
 
 
 def _words(value: object) -> object:
@@ -131,11 +146,18 @@ class Settings(BaseSettings):
 
     # -- who is calling ------------------------------------------------------------------------
     resource_url: str = Field(
-        default="http://127.0.0.1:8000/mcp",
-        description="This server's public MCP URL (RFC 9728 metadata); set it when serving elsewhere.",
+        default="",
+        description="This server's public MCP URL (RFC 9728 `resource`, and the token audience unless "
+        "`audience` is set); default: http://<host>:<port>/mcp of the address served (serve's --host and "
+        "--port). Set it when clients reach the server at another address (a proxy, TLS, a DNS name).",
     )
     audience: str | None = Field(
-        default=None, description="The `aud` tokens must carry; default: resource_url. Not derived from port."
+        default=None, description="The `aud` tokens must carry; default: resource_url."
+    )
+    website_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s\"<>]+$",
+        description="A web page about this server, given to clients in serverInfo.websiteUrl; default none.",
     )
     auth_required: bool = Field(default=True, description="HTTP transports require a bearer token.")
     token: SecretStr | None = Field(default=None, description="stdio: the caller's bearer token.")
@@ -188,7 +210,10 @@ class Settings(BaseSettings):
         description="Memory one statevector may take; default half of the memory available at start.",
     )
     quantum_wait_seconds: float = Field(
-        default=10.0, ge=0, description="How long run_quantum_circuit waits inline unless told otherwise."
+        default=4.0,
+        ge=0,
+        description="How long run_quantum_circuit waits inline unless told otherwise; under common client "
+        "timeouts (the OpenAI Agents SDK's is 5 s).",
     )
     quantum_max_wait_seconds: float = Field(default=120.0, ge=0, description="Cap on wait_seconds.")
     quantum_job_timeout_seconds: float = Field(
@@ -293,6 +318,12 @@ class Settings(BaseSettings):
     llm_cache_ttl_seconds: int = Field(default=3600, ge=0, description="Response cache lifetime; 0: off.")
 
     # -- receipts ------------------------------------------------------------------------------
+    max_result_bytes: int = Field(
+        default=64 * 1024,
+        ge=4096,
+        description="Largest tool result sent inline (JSON bytes); larger parts come as a summary and a "
+        "resource link to the rest.",
+    )
     ledger_batch_max: int = Field(
         default=256, ge=1, le=10_000, description="Most receipts one integration (one checkpoint) takes."
     )
@@ -323,6 +354,29 @@ class Settings(BaseSettings):
     @classmethod
     def _split(cls, value: object) -> object:
         return _words(value)
+
+    _resource_url_derived: bool = PrivateAttr(default=False)
+
+    @model_validator(mode="after")
+    def _derive_resource_url(self) -> Settings:
+        if not self.resource_url:
+            self.__dict__["resource_url"] = served_url(self.host, self.port)
+            self._resource_url_derived = True
+        return self
+
+    @property
+    def resource_url_derived(self) -> bool:
+        """True when `resource_url` was not configured but derived from the address served."""
+        return self._resource_url_derived
+
+    def served_at(self, host: str, port: int) -> Settings:
+        """These settings for a server bound to `host`:`port` (serve's --host/--port): an unset
+        `resource_url` (and so the default audience) becomes that address's `/mcp` URL."""
+        if not self._resource_url_derived:
+            return self
+        served = self.model_copy(update={"host": host, "port": port, "resource_url": served_url(host, port)})
+        served._resource_url_derived = True
+        return served
 
     @property
     def expected_audience(self) -> str:

@@ -12,8 +12,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from mcp_server.ledger.receipts import Receipt, json_digest
+from mcp_server.ledger.receipts import Receipt, canonical_json, json_digest
 from mcp_server.quantum.jobs import Job
+
+DEFAULT_BUDGET = 64 * 1024  # bytes of result JSON sent inline (MACROSLOW_MAX_RESULT_BYTES)
+TOP_OUTCOMES = 16
+COUNTS_PAGE = 2048  # bitstrings per page of jobs://<id>/counts
 
 
 def iso(ts: float) -> str:
@@ -37,9 +41,19 @@ class QuantumJob(BaseModel):
     circuit_digest: str = Field(description="sha256 of the circuit source as submitted.")
     document_id: str | None = None
     counts: dict[str, int] | None = Field(
-        default=None, description="Bitstring (qubit 0 rightmost) -> times measured; when succeeded."
+        default=None,
+        description="Bitstring (qubit 0 rightmost) -> times measured, when succeeded and small enough to "
+        "send inline; otherwise null, with top_counts here and every count at counts_resource.",
     )
-    probabilities: dict[str, float] | None = None
+    distinct_outcomes: int | None = Field(default=None, description="How many bitstrings were measured.")
+    top_counts: dict[str, int] | None = Field(
+        default=None, description=f"The {TOP_OUTCOMES} most frequent bitstrings and their counts."
+    )
+    counts_resource: str | None = Field(
+        default=None,
+        description="jobs://<id>/counts: every count, in pages; together, as canonical JSON, they hash "
+        "to counts_digest.",
+    )
     counts_digest: str | None = Field(default=None, description="sha256 of the counts as canonical JSON.")
     duration_seconds: float | None = Field(default=None, description="From submission to the end.")
     created_at: str
@@ -51,9 +65,16 @@ class QuantumJob(BaseModel):
     message: str | None = None
 
     @classmethod
-    def from_job(cls, job: Job, **extra: Any) -> QuantumJob:
-        counts = (job.result or {}).get("counts")
-        total = sum(counts.values()) if counts else 0
+    def from_job(cls, job: Job, *, budget: int = DEFAULT_BUDGET, **extra: Any) -> QuantumJob:
+        """The job, its counts inline only when their JSON fits in `budget` bytes (the rest of the
+        result needs room too: half the budget goes to the counts)."""
+        all_counts: dict[str, int] | None = (job.result or {}).get("counts")
+        counts = all_counts
+        if all_counts is not None and len(canonical_json(all_counts)) > budget // 2:
+            counts = None  # too large to send inline: summarised, and linked
+        top = None
+        if all_counts:
+            top = dict(sorted(all_counts.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_OUTCOMES])
         message = None
         if not job.status.final:
             message = f"still {job.status.value}; read jobs://{job.id} (or subscribe to it) for the result"
@@ -72,8 +93,10 @@ class QuantumJob(BaseModel):
             circuit_digest=job.circuit_digest,
             document_id=job.document_id,
             counts=counts,
-            probabilities={k: v / total for k, v in sorted(counts.items())} if counts and total else None,
-            counts_digest=json_digest(counts) if counts is not None else None,
+            distinct_outcomes=len(all_counts) if all_counts is not None else None,
+            top_counts=top,
+            counts_resource=f"jobs://{job.id}/counts" if all_counts is not None else None,
+            counts_digest=json_digest(all_counts) if all_counts is not None else None,
             duration_seconds=round(job.finished_at - job.created_at, 6) if job.finished_at else None,
             created_at=iso(job.created_at),
             finished_at=iso(job.finished_at) if job.finished_at else None,
@@ -81,6 +104,39 @@ class QuantumJob(BaseModel):
             message=message,
             **extra,
         )
+
+    def describe(self) -> str:
+        """A short text for people and models (the data is in the structured result)."""
+        head = f"quantum job {self.job_id}: {self.status} on {self.backend}:{self.target}, "
+        head += f"{self.qubits} qubits, {self.shots} shots"
+        if self.error:
+            return f"{head}; {self.error.get('code')}: {self.error.get('message')}"
+        if self.top_counts is None:
+            return f"{head}. {self.message or ''}".rstrip()
+        top = ", ".join(f"{k}: {v}" for k, v in list(self.top_counts.items())[:5])
+        inline = "all counts inline" if self.counts is not None else "counts too many to send inline"
+        return (
+            f"{head}; {self.distinct_outcomes} distinct outcomes ({inline}). Most frequent: {top}. "
+            f"Every count: {self.counts_resource} (counts_digest {self.counts_digest})."
+        )
+
+    def links(self) -> list[tuple[str, str]]:
+        """(uri, name) of the resources a caller follows for more."""
+        return [(self.counts_resource, "counts")] if self.counts is None and self.counts_resource else []
+
+
+class CountsPage(BaseModel):
+    """One page of a job's counts (`jobs://<id>/counts/<page>`), bitstrings in order. The pages'
+    counts together, as canonical JSON, hash to `counts_digest`, which the job's receipt binds."""
+
+    job_id: str
+    counts_digest: str
+    distinct_outcomes: int
+    shots: int
+    page: int
+    pages: int
+    counts: dict[str, int]
+    next: str | None = Field(description="The next page's URI, or null on the last page.")
 
 
 class JobSummary(BaseModel):

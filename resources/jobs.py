@@ -21,9 +21,10 @@ from mcp_types import EmptyResult, SubscribeRequestParams, UnsubscribeRequestPar
 
 from mcp_server.adapters import ResourceRegistry, resource_error
 from mcp_server.calls import Call
-from mcp_server.errors import InvalidDocument
+from mcp_server.errors import InvalidDocument, NotFound
+from mcp_server.ledger.receipts import json_digest
 from mcp_server.quantum.jobs import Job
-from mcp_server.views import JobSummary, QuantumJob
+from mcp_server.views import COUNTS_PAGE, CountsPage, JobSummary, QuantumJob
 
 OPERATION = "jobs://"
 LISTED = 50
@@ -69,6 +70,32 @@ class JobSubscriptions:
             self.sessions.pop(uri, None)
 
 
+async def counts_page(call: Call, id: str, page: str) -> str:
+    """Page `page` of the job's counts; not_found for a page past the last."""
+    job = await call.services.jobs.get(call.caller, id)
+    counts: dict[str, int] | None = (job.result or {}).get("counts")
+    if counts is None:
+        raise NotFound(f"job {id} has no counts (it is {job.status.value})")
+    if not page.isdigit() or not 1 <= int(page) <= 10**9:
+        raise InvalidDocument("the page is a number from 1", field="page")
+    number = int(page)
+    keys = sorted(counts)
+    pages = max(1, -(-len(keys) // COUNTS_PAGE))
+    if number > pages:
+        raise NotFound(f"job {id}'s counts have {pages} pages")
+    chosen = keys[(number - 1) * COUNTS_PAGE : number * COUNTS_PAGE]
+    return CountsPage(
+        job_id=job.id,
+        counts_digest=json_digest(counts),
+        distinct_outcomes=len(counts),
+        shots=job.shots,
+        page=number,
+        pages=pages,
+        counts={k: counts[k] for k in chosen},
+        next=f"jobs://{job.id}/counts/{number + 1}" if number < pages else None,
+    ).model_dump_json()
+
+
 def register(resources: ResourceRegistry) -> None:
     subscriptions = JobSubscriptions(resources, resources.bus)
     resources.host.job_listeners.append(subscriptions.announce)
@@ -87,7 +114,32 @@ def register(resources: ResourceRegistry) -> None:
     )
     async def read_job(call: Call, id: str) -> str:
         job = await call.services.jobs.get(call.caller, id)
-        return QuantumJob.from_job(job).model_dump_json(indent=2)
+        return QuantumJob.from_job(job, budget=call.services.settings.max_result_bytes).model_dump_json(
+            indent=2
+        )
+
+    @resources.resource(
+        "jobs://{id}/counts",
+        operation=OPERATION,
+        name="job-counts",
+        title="A quantum job's counts",
+        description=f"Every count of one of your jobs, page 1 of {COUNTS_PAGE} bitstrings (in order); "
+        "`next` names the following page.",
+        mime_type="application/json",
+    )
+    async def read_counts(call: Call, id: str) -> str:
+        return await counts_page(call, id, "1")
+
+    @resources.resource(
+        "jobs://{id}/counts/{page}",
+        operation=OPERATION,
+        name="job-counts-page",
+        title="A page of a quantum job's counts",
+        description=f"Page <page> (from 1) of a job's counts, {COUNTS_PAGE} bitstrings a page.",
+        mime_type="application/json",
+    )
+    async def read_counts_page(call: Call, id: str, page: str) -> str:
+        return await counts_page(call, id, page)
 
     @resources.resource(
         "jobs://",

@@ -201,7 +201,7 @@ def test_demo_passes(tmp_path: Path) -> None:
         timeout=120,
     )
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "PASS: 18/18 steps" in out.stdout
+    assert "PASS: 19/19 steps" in out.stdout
     assert "receipts verify (servers stopped)" in out.stdout
     assert "second agent: sign_maml" in out.stdout and "needs the scope 'maml:sign'" in out.stdout
     assert "FAIL" not in out.stdout.replace("PASS", "")

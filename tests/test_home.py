@@ -42,5 +42,5 @@ def test_concurrent_first_use_of_a_home_creates_one_signing_key_and_one_issuer_k
         assert child.returncode == 0, err
         outputs.append(out.strip())
     assert len(set(outputs)) == 1, outputs
-    assert len(list((home / "keys").glob("*.key.pem"))) == 1
+    assert len(list((home / "keys").glob("*.key.pem"))) == 2  # the signing key and the log key
     assert len(list((home / "issuer").glob("*.key.pem"))) == 1

@@ -17,4 +17,4 @@ def register(tools: ToolRegistry) -> None:
         """
         job = await call.services.jobs.cancel(call.caller, job_id)
         call.note_job(job)
-        return QuantumJob.from_job(job)
+        return QuantumJob.from_job(job, budget=call.services.settings.max_result_bytes)

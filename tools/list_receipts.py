@@ -19,6 +19,36 @@ class ReceiptList(BaseModel):
     next_cursor: str | None = Field(
         description="Pass as `cursor` for the next (older) page; null at the end."
     )
+    trimmed: bool = Field(
+        default=False,
+        description="The page was cut short to fit the result budget; next_cursor continues after it.",
+    )
+
+    def describe(self) -> str:
+        if not self.receipts:
+            return "no receipts"
+        first, last = self.receipts[0], self.receipts[-1]
+        tools = sorted({r.tool for r in self.receipts})
+        more = f"; more: pass cursor {self.next_cursor}" if self.next_cursor else "; no more"
+        return (
+            f"{len(self.receipts)} receipts, newest first, seq {first.seq} ({first.created_at}) to "
+            f"{last.seq} ({last.created_at}); tools: {', '.join(tools)}{more}"
+        )
+
+
+def within(receipts: list[ReceiptEntry], next_cursor: str | None, budget: int) -> ReceiptList:
+    """The page, cut to the longest prefix whose JSON fits in `budget` bytes (at least one receipt),
+    its cursor then continuing after the last one kept."""
+    from mcp_server.ledger.store import page_cursor  # SQLAlchemy: not on the start-up import path
+
+    size = 200  # the envelope
+    kept: list[ReceiptEntry] = []
+    for entry in receipts:
+        size += len(entry.model_dump_json()) + 1
+        if kept and size > budget:
+            return ReceiptList(receipts=kept, next_cursor=page_cursor(kept[-1].seq), trimmed=True)
+        kept.append(entry)
+    return ReceiptList(receipts=kept, next_cursor=next_cursor)
 
 
 class ReceiptProof(BaseModel):
@@ -74,9 +104,8 @@ def register(tools: ToolRegistry) -> None:
                 cursor=cursor,
             )
         )
-        return ReceiptList(
-            receipts=[ReceiptEntry.from_receipt(r, h) for r, h in page.receipts], next_cursor=page.next_cursor
-        )
+        entries = [ReceiptEntry.from_receipt(r, h) for r, h in page.receipts]
+        return within(entries, page.next_cursor, call.services.settings.max_result_bytes)
 
     @tools.tool(title="Prove a receipt is in the log")
     async def verify_receipt(

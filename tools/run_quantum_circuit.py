@@ -48,13 +48,17 @@ def register(tools: ToolRegistry) -> None:
         wait_seconds: Annotated[
             float | None,
             Field(
-                ge=0, description="How long to wait for the result inline (default 10 s); 0 returns at once."
+                ge=0,
+                description="Seconds to wait for the result inline (default 4 s, under common client "
+                "timeouts; at most 120 s); 0 returns at once with the job_id.",
             ),
         ] = None,
     ) -> QuantumJob:
         """Run a quantum circuit and return its measurement counts.
 
-        Small local runs finish inline. A run still going after wait_seconds comes back with its
+        Small local runs finish inline. To wait longer inline, pass wait_seconds (e.g. 60) if your
+        client's request timeout allows it; otherwise read or subscribe to jobs://<job_id>.
+        A run still going after wait_seconds comes back with its
         job_id and status: read the resource jobs://<job_id> (or subscribe to it) for the result,
         or cancel it with cancel_job. Over a limit (qubits, shots) the error says requested and
         allowed. A workflow runs only if it is signed by a trusted key and its permissions.execute
@@ -85,7 +89,9 @@ def register(tools: ToolRegistry) -> None:
             call.note_job(job)
         if job.status is JobStatus.failed and job.error:
             raise _job_error(job)
-        return QuantumJob.from_job(job, measured_all_added=plan.circuit.measured_all_added)
+        return QuantumJob.from_job(
+            job, budget=settings.max_result_bytes, measured_all_added=plan.circuit.measured_all_added
+        )
 
 
 def _job_error(job: Job) -> MacroslowError:

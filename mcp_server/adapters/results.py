@@ -38,7 +38,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from mcp.shared.exceptions import MCPError
-from mcp_types import CallToolResult, TextContent
+from mcp_types import CallToolResult, ResourceLink, TextContent
 from pydantic import BaseModel, ValidationError
 
 from mcp_server.errors import InvalidDocument, MacroslowError
@@ -70,11 +70,17 @@ def shown(exc: MacroslowError) -> dict[str, Any]:
 
 
 def ok_result(model: BaseModel) -> CallToolResult:
+    """The model as structured content. The text content is the model's own short summary when it
+    has one (`describe()`: results that can be large say what they hold and where the rest is),
+    else the same JSON; each of its `links()` is a `resource_link` the caller can read."""
     data = model.model_dump(mode="json", by_alias=True)
-    return CallToolResult(
-        content=[TextContent(type="text", text=json.dumps(data, ensure_ascii=False))],
-        structured_content=data,
-    )
+    describe = getattr(model, "describe", None)
+    text = describe() if callable(describe) else json.dumps(data, ensure_ascii=False)
+    content: list[Any] = [TextContent(type="text", text=text)]
+    links = getattr(model, "links", None)
+    for uri, name in links() if callable(links) else []:
+        content.append(ResourceLink(type="resource_link", uri=uri, name=name, mime_type="application/json"))
+    return CallToolResult(content=content, structured_content=data)
 
 
 def error_text(error: dict[str, Any]) -> str:

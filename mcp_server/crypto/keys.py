@@ -267,6 +267,28 @@ class KeyStore:
             self.trust.add(pub)
         return self.info(kid)
 
+    @property
+    def _log_file(self) -> Path:
+        return self.path / "log"
+
+    def log_key_id(self) -> str | None:
+        """The key id in keys/log: the ML-DSA-44 key the receipts ledger signs checkpoints with."""
+        try:
+            kid = self._log_file.read_text(encoding="ascii").strip()
+        except FileNotFoundError:
+            return None
+        return check_key_id(kid)
+
+    def make_log_key(self) -> str:
+        """Create the ledger's ML-DSA-44 checkpoint key (trusted) and name it in keys/log; the one
+        already named there if there is one (a home copied to another replica keeps it)."""
+        existing = self.log_key_id()
+        if existing is not None:
+            return existing
+        kid = self.generate(Algorithm.ML_DSA_44).key_id
+        _write_new(self._log_file, (kid + "\n").encode("ascii"), 0o644)
+        return kid
+
     def set_default(self, key_id: str) -> None:
         if not self._private_file(key_id).is_file():
             raise NotFound(f"no private key {key_id} in this server's key store")

@@ -235,7 +235,13 @@ class Integrator:
         if self._private is None:
             if self.keys is None or self.log_key_id is None:
                 raise MacroslowError("no log key: receipts cannot be covered by a signed checkpoint")
-            self._private = self.keys.private_key(self.log_key_id)
+            try:
+                self._private = self.keys.private_key(self.log_key_id)
+            except MacroslowError as exc:
+                raise MacroslowError(
+                    f"this server cannot use the ledger's log key {self.log_key_id} ({exc.message}); "
+                    "servers sharing a ledger share the home's keys (keys/ and keys/log)"
+                ) from exc
         return self.log_key_id or "", self._private
 
     # -- recovery -------------------------------------------------------------------------------

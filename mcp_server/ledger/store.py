@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, Engine, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from mcp_server.crypto import mldsa
 from mcp_server.crypto.keys import KeyStore
 from mcp_server.db import database_errors, write_transaction
 from mcp_server.errors import MacroslowError, NotFound, SignatureInvalid
@@ -68,6 +67,11 @@ class VerifyReport:
 class Page:
     receipts: list[tuple[Receipt, bytes]]
     next_cursor: str | None
+
+
+def page_cursor(seq: int) -> str:
+    """The cursor of a page that ends at receipt `seq`: the next page starts below it."""
+    return _cursor(seq)
 
 
 def _cursor(seq: int) -> str:
@@ -161,15 +165,15 @@ class Ledger:
         return None if found is None else str(found)
 
     def _log_key(self) -> str:
-        """The id of the log's ML-DSA-44 key, made (in the key store, trusted) the first time a
-        ledger is opened with keys; recorded in `ledger_meta` so every process signs with it. A ledger
-        from before has signed with the home's default key (ML-DSA-65, the older signature type):
-        those checkpoints still verify, by that key."""
+        """The id of the log's ML-DSA-44 key: the home's log key (keys/log, made by `init`; a home
+        copied to another replica shares it), recorded in `ledger_meta` the first time a ledger is
+        opened with keys, so every process signs with it. A ledger from before has signed with the
+        home's default key (ML-DSA-65, the older signature type): those checkpoints still verify."""
         stored = self._stored_log_key()
         if stored is not None:
             return stored
         assert self.keys is not None
-        made = self.keys.generate(mldsa.Algorithm.ML_DSA_44).key_id
+        made = self.keys.make_log_key()  # the home's (made by `init`), or made now
         with database_errors():
             try:
                 with write_transaction(self.engine) as conn:

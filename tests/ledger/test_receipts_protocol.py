@@ -212,3 +212,26 @@ async def test_redacted_payloads_only_when_asked(make_settings: Callable[..., Se
         newest = conn.execute(select(ReceiptRow.payload).where(ReceiptRow.seq == 2)).scalar_one()
     engine.dispose()
     assert newest is None
+
+
+async def test_a_page_of_receipts_fits_the_result_budget(make_settings: Callable[..., Settings]) -> None:
+    """With a small budget, list_receipts cuts its page short (saying so) and its cursor continues
+    exactly after the last receipt it kept: nothing skipped, nothing twice."""
+    async with Client(build_server(make_settings(max_result_bytes=4096))) as client:
+        for _ in range(12):
+            await client.call_tool("verify_maml", {"document": "x"})
+        seen: list[int] = []
+        cursor = None
+        trimmed = False
+        while True:
+            args = {"limit": 500, **({"cursor": cursor} if cursor else {})}
+            result = await client.call_tool("list_receipts", args)
+            page = result.structured_content
+            assert page is not None and len(json.dumps(page)) <= 4096
+            trimmed = trimmed or page["trimmed"]
+            seen += [r["seq"] for r in page["receipts"]]
+            assert result.content[0].text.startswith(f"{len(page['receipts'])} receipts")
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+    assert trimmed and seen == sorted(set(seen), reverse=True) and seen[-1] == 0

@@ -16,6 +16,8 @@ from mcp.client import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from mcp_server.adapters import error_of
+from mcp_server.home import initialize
+from mcp_server.settings import Settings
 from tests.llm.conftest import API_KEY
 from tests.llm.openai_fake import FakeOpenAI
 from tests.server.test_transports import mint, start_server
@@ -34,8 +36,10 @@ async def test_budget_exhaustion_across_two_server_processes(
     )
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir()
-    token = mint(a / "home", sub="alice", scope="openai:query receipts:read")  # initialises home a
-    shutil.copytree(a / "home", b / "home")  # same keys and issuer: b trusts a's tokens
+    token = mint(a / "home", sub="alice", scope="openai:query receipts:read")  # a's issuer key
+    initialize(Settings(home=a / "home", _env_file=None), example=False)  # its signing and log keys
+    # Same keys and issuer: b trusts a's tokens, and signs the shared ledger's checkpoints with its key.
+    shutil.copytree(a / "home", b / "home")
     env = {
         "MACROSLOW_DATABASE_URL": url,
         "MACROSLOW_LLM_PROVIDER": "openai",

@@ -88,7 +88,10 @@ async def test_bell_pair_counts_are_correlated_and_balanced(make_settings: Calla
     assert abs(job["counts"]["00"] - 2000) < 160
     assert job["qubits"] == 2 and job["gate_counts"] == {"cx": 1, "h": 1, "measure": 2}
     assert job["counts_digest"] == json_digest(job["counts"])
-    assert job["probabilities"]["00"] == pytest.approx(job["counts"]["00"] / 4000)
+    assert "probabilities" not in job  # derivable from the counts: not sent
+    assert job["distinct_outcomes"] == 2 and job["top_counts"] == dict(
+        sorted(job["counts"].items(), key=lambda kv: (-kv[1], kv[0]))
+    )
     assert job["method"] in ("stabilizer", "statevector")
     assert job["seed"] == 11 and job["circuit_digest"].startswith("sha256:")
 
@@ -377,3 +380,33 @@ async def test_legacy_subscribe_gets_resource_updated(make_settings: Callable[..
         with anyio.fail_after(10):
             while uri not in updates:
                 await anyio.sleep(0.05)
+
+
+async def test_a_large_result_comes_as_a_summary_and_a_link_to_every_count(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """12 qubits in superposition, 20,000 shots: about 4,000 distinct outcomes, whose JSON is over
+    the inline budget (8 KiB here). The result holds the top counts and a resource_link; the pages
+    read from it add up to every count, whose digest is the one the job (and its receipt) binds."""
+    circuit = 'OPENQASM 2.0;\ninclude "qelib1.inc";\nqreg q[12];\ncreg c[12];\n'
+    circuit += "".join(f"h q[{i}];\n" for i in range(12)) + "measure q -> c;\n"
+    async with Client(build_server(make_settings(max_result_bytes=8192))) as client:
+        result = await call(client, "run_quantum_circuit", {"circuit": circuit, "shots": 20000, "seed": 3})
+        job = ok(result)
+        links = [c for c in result.content if c.type == "resource_link"]
+        pages, uri = [], links[0].uri if links else None
+        while uri is not None:
+            page = json.loads((await client.read_resource(str(uri))).contents[0].text)
+            pages.append(page)
+            uri = page["next"]
+    assert job["counts"] is None and job["distinct_outcomes"] > 3000
+    assert len(job["top_counts"]) == 16 and job["counts_resource"] == f"jobs://{job['job_id']}/counts"
+    assert str(links[0].uri) == job["counts_resource"]
+    text = result.content[0].text
+    assert len(text) < 1000 and job["counts_resource"] in text and "distinct outcomes" in text
+    every: dict[str, int] = {}
+    for page in pages:
+        every.update(page["counts"])
+    assert len(pages) == pages[0]["pages"] > 1 and sum(every.values()) == 20000
+    assert len(every) == job["distinct_outcomes"] and json_digest(every) == job["counts_digest"]
+    assert all(job["top_counts"][k] == every[k] for k in job["top_counts"])

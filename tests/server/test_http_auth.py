@@ -94,7 +94,8 @@ def test_missing_scope_gets_403_naming_the_scope(server: str, tmp_path: Path) ->
     refused = post(server, call("sign_maml", {"document": example_workflow()}), token, **session)
     assert refused.status_code == 403
     challenge = refused.headers["www-authenticate"]
-    assert 'error="insufficient_scope"' in challenge and 'scope="maml:sign"' in challenge
+    # step-up: the scopes the token holds and the one missing (tests/server/test_resource_metadata.py)
+    assert 'error="insufficient_scope"' in challenge and 'scope="maml:read maml:sign"' in challenge
     assert "resource_metadata=" in challenge
     assert refused.json()["scope"] == "maml:sign"
     allowed = post(server, call("verify_maml", {"document": "x"}), token, **session)
@@ -231,7 +232,7 @@ def test_sse_messages_get_the_same_scope_gate(tmp_path: Path) -> None:
         headers = {**HEADERS, "Authorization": f"Bearer {token}"}
         refused = httpx2.post(f"{url}/messages/?session_id=0", content=body, headers=headers, timeout=10)
         assert refused.status_code == 403
-        assert 'scope="maml:sign"' in refused.headers["www-authenticate"]
+        assert 'scope="maml:read maml:sign"' in refused.headers["www-authenticate"]
         anonymous = httpx2.post(f"{url}/messages/?session_id=0", content=body, headers=HEADERS, timeout=10)
         assert anonymous.status_code == 401
     finally:

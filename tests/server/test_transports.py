@@ -73,14 +73,25 @@ def mint(home: Path, sub: str = "alice", scope: str = "maml:read maml:sign", ttl
     return out.stdout.decode().strip().splitlines()[-1]
 
 
+# The resource URL (and so token audience) the test servers are given: tokens from `mint` and from
+# `Settings(home=...)` are for it. Unset, a server derives it from the port it serves (a free one
+# here); `start_server(..., resource_url=None)` tests that.
+PINNED_RESOURCE_URL = "http://127.0.0.1:8000/mcp"
+
+
 def start_server(
-    tmp_path: Path, transport: str, *args: str, env: dict[str, str] | None = None
+    tmp_path: Path,
+    transport: str,
+    *args: str,
+    env: dict[str, str] | None = None,
+    resource_url: str | None = PINNED_RESOURCE_URL,
 ) -> Iterator[str]:
     port = _free_port()
     log = open(tmp_path / "server.log", "wb")  # noqa: SIM115 - closed below
+    pinned = {"MACROSLOW_RESOURCE_URL": resource_url} if resource_url else {}
     proc = subprocess.Popen(
         [*SERVE, "--transport", transport, "--port", str(port), *args],
-        env={**_env(tmp_path / "home"), **(env or {})},
+        env={**_env(tmp_path / "home"), **pinned, **(env or {})},
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -122,9 +133,9 @@ async def test_stdio_subprocess_signs_and_verifies(tmp_path: Path) -> None:
             "verify_maml", {"document": signed.structured_content["signed_document"]}
         )
     assert verified.structured_content["valid"] is True and verified.structured_content["trusted"] is True
-    # keys were created on first use, private part 0600
-    [key] = (tmp_path / "home" / "keys").glob("*.key.pem")
-    assert key.stat().st_mode & 0o777 == 0o600
+    # keys were created on first use (the signing key and the ledger's log key), private parts 0600
+    keys = list((tmp_path / "home" / "keys").glob("*.key.pem"))
+    assert len(keys) == 2 and all(key.stat().st_mode & 0o777 == 0o600 for key in keys)
 
 
 def test_stdio_stdout_carries_only_json_rpc(tmp_path: Path) -> None:
