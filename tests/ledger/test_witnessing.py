@@ -348,3 +348,65 @@ async def test_the_server_in_strict_mode_answers_cosigned_and_verify_receipt_say
     assert (
         proof.structured_content["witnessed"] is True and proof.structured_content["witness_problem"] is None
     )
+
+
+def test_a_third_party_with_only_the_policy_verifies_a_receipt_end_to_end(
+    home: Settings,
+    log_vkey: tuple[str, str],
+    witnesses: Callable[[int], list[RunningWitness]],
+    tmp_path: Path,
+) -> None:
+    """docs/receipts.md's stand-alone script (cryptography and the standard library only), given a
+    proof and the policy file (the log's and witnesses' vkeys, the quorum) and nothing else: accepts
+    a strict-mode proof, refuses one the quorum did not cosign and one under a stricter policy."""
+    import subprocess
+    import sys
+
+    from tests.test_docs_examples import BY_ID
+
+    _, vkey = log_vkey
+    running = witnesses(2)
+    policy = write_policy(tmp_path / "policy", vkey, running, 2)
+    strict = open_ledger(home, policy, strict=True)
+    try:
+        cosigned = strict.record(draft(0)).tlog_proof()
+    finally:
+        strict.close()
+        strict.engine.dispose()
+    relaxed = Ledger(open_engine(home.database, durable=True), open_keys(home))  # no witnesses
+    try:
+        alone = relaxed.record(draft(1)).tlog_proof()
+    finally:
+        relaxed.engine.dispose()
+    (tmp_path / "cosigned.tlog-proof").write_text(cosigned)
+    (tmp_path / "alone.tlog-proof").write_text(alone)
+    (tmp_path / "one-of-one").write_text(
+        f"log {vkey}\nwitness w0 {running[0].vkey}\nquorum w0\n"  # holds: w0 cosigned
+    )
+    third = cosignature.vkey("witness.test/absent", open_service_key(tmp_path))
+    (tmp_path / "stricter").write_text(
+        (tmp_path / "policy")
+        .read_text()
+        .replace("group g 2 w0 w1", f"witness w2 {third}\ngroup g 3 w0 w1 w2")
+    )
+    script = tmp_path / "check_tlog_proof.py"
+    script.write_text(BY_ID["check-tlog-proof-script"].body)
+
+    def run(proof: str, policy_file: str) -> subprocess.CompletedProcess[str]:
+        args = [
+            sys.executable,
+            "-I",
+            str(script),
+            str(tmp_path / proof),
+            "--policy",
+            str(tmp_path / policy_file),
+        ]
+        return subprocess.run(args, capture_output=True, text=True, timeout=60)
+
+    ok = run("cosigned.tlog-proof", "policy")
+    assert ok.returncode == 0 and ok.stdout.startswith("proof ok: receipt 0"), ok.stderr
+    assert run("cosigned.tlog-proof", "one-of-one").returncode == 0
+    refused = run("alone.tlog-proof", "policy")
+    assert refused.returncode == 1 and "quorum" in refused.stderr
+    stricter = run("cosigned.tlog-proof", "stricter")
+    assert stricter.returncode == 1 and "quorum" in stricter.stderr
