@@ -225,6 +225,11 @@ class Settings(BaseSettings):
     quantum_mps_max_bond_dimension: int | None = Field(
         default=None, ge=2, description="Truncate matrix-product-state runs at this bond (approximate)."
     )
+    job_retention_seconds: float = Field(
+        default=7 * 86_400,
+        ge=0,
+        description="Finished jobs are deleted this long after they ended (their receipts stay); 0: kept.",
+    )
 
     # -- quantum: Azure Quantum ---------------------------------------------------------------
     # The workspace: a resource id, or subscription + resource group + name; plus its location.

@@ -109,16 +109,18 @@ class QuantumJob(BaseModel):
         """A short text for people and models (the data is in the structured result)."""
         head = f"quantum job {self.job_id}: {self.status} on {self.backend}:{self.target}, "
         head += f"{self.qubits} qubits, {self.shots} shots"
-        if self.error:
-            return f"{head}; {self.error.get('code')}: {self.error.get('message')}"
-        if self.top_counts is None:
+        if self.top_counts is None and not self.error:
             return f"{head}. {self.message or ''}".rstrip()
-        top = ", ".join(f"{k}: {v}" for k, v in list(self.top_counts.items())[:5])
-        inline = "all counts inline" if self.counts is not None else "counts too many to send inline"
-        return (
-            f"{head}; {self.distinct_outcomes} distinct outcomes ({inline}). Most frequent: {top}. "
-            f"Every count: {self.counts_resource} (counts_digest {self.counts_digest})."
-        )
+        if self.error:
+            text = f"{head}; {self.error.get('code')}: {self.error.get('message')}"
+        else:
+            top = ", ".join(f"{k}: {v}" for k, v in list((self.top_counts or {}).items())[:5])
+            inline = "all counts inline" if self.counts is not None else "counts too many to send inline"
+            text = (
+                f"{head}; {self.distinct_outcomes} distinct outcomes ({inline}). Most frequent: {top}. "
+                f"Every count: {self.counts_resource} (counts_digest {self.counts_digest})."
+            )
+        return f"{self.message}. {text}" if self.message else text
 
     def links(self) -> list[tuple[str, str]]:
         """(uri, name) of the resources a caller follows for more."""

@@ -38,13 +38,16 @@ def test_init_is_idempotent_and_says_key_is_unencrypted(
 ) -> None:
     code, out, _ = run(capsys, "init")
     assert code == 0 and "UNENCRYPTED" in out
-    [key] = (home / "keys").glob("*.key.pem")
-    before = key.read_bytes()
-    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    keys = sorted((home / "keys").glob("*.key.pem"))  # the signing key and the ledger's log key
+    assert len(keys) == 2 and {(home / "keys" / name).read_text().strip() for name in ("default", "log")} == {
+        k.name.removesuffix(".key.pem") for k in keys
+    }
+    before = [k.read_bytes() for k in keys]
+    assert all(stat.S_IMODE(k.stat().st_mode) == 0o600 for k in keys)
     assert (home / "workflows" / "ghz.maml.md").read_text() == example_workflow()
     code, out, _ = run(capsys, "init")
     assert code == 0 and "already initialised" in out
-    assert list((home / "keys").glob("*.key.pem")) == [key] and key.read_bytes() == before
+    assert sorted((home / "keys").glob("*.key.pem")) == keys and [k.read_bytes() for k in keys] == before
 
 
 def test_init_with_passphrase_encrypts(
@@ -53,8 +56,8 @@ def test_init_with_passphrase_encrypts(
     monkeypatch.setenv("MACROSLOW_KEY_PASSPHRASE", "correct horse")
     code, out, _ = run(capsys, "init")
     assert code == 0 and "UNENCRYPTED" not in out
-    [key] = (home / "keys").glob("*.key.pem")
-    assert b"ENCRYPTED PRIVATE KEY" in key.read_bytes()
+    keys = list((home / "keys").glob("*.key.pem"))
+    assert len(keys) == 2 and all(b"ENCRYPTED PRIVATE KEY" in k.read_bytes() for k in keys)
     doc = home / "workflows" / "ghz.maml.md"
     assert run(capsys, "sign", str(doc))[0] == 0
     monkeypatch.delenv("MACROSLOW_KEY_PASSPHRASE")
@@ -127,8 +130,11 @@ def test_keys_list_export_and_trust_from_pem(
 ) -> None:
     run(capsys, "init")
     code, out, _ = run(capsys, "keys", "list", "--json")
-    [key] = json.loads(out)
-    assert key["default"] and key["trusted"] and key["algorithm"] == "ML-DSA-65"
+    listed = json.loads(out)
+    [key] = [k for k in listed if k["default"]]
+    assert key["trusted"] and key["algorithm"] == "ML-DSA-65"
+    [log_key] = [k for k in listed if not k["default"]]  # the ledger's checkpoint key
+    assert log_key["trusted"] and log_key["algorithm"] == "ML-DSA-44"
     pem = tmp_path / "k.pub.pem"
     assert run(capsys, "keys", "export", key["key_id"], "-o", str(pem))[0] == 0
     assert pem.read_text().startswith("-----BEGIN PUBLIC KEY-----")

@@ -14,6 +14,11 @@
   (`runner`), which beats a heartbeat on its rows; another process that finds a job whose heartbeat
   stopped marks it `interrupted`. A cancellation for a job running elsewhere is a flag on the row,
   which the running process acts on at its next heartbeat.
+- A caller that stops waiting (its request cancelled, its connection closed) stops only its wait: the
+  job runs on, stays readable, and can be cancelled with `cancel`; it then gets its own receipt.
+- Retention: each heartbeat deletes up to `EXPIRE_BATCH` jobs that ended more than
+  `job_retention_seconds` ago (0 keeps them); queued and running jobs are never deleted, and the
+  receipts of deleted jobs stay in the ledger.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Listener = Callable[[Job], Coroutine[Any, Any, None]]
+EXPIRE_BATCH = 500  # finished jobs deleted per heartbeat, at most: a pass stays short
 
 
 @dataclass(eq=False)
@@ -458,6 +464,15 @@ class JobService:
             except Exception:
                 log.exception("job listener failed")
 
+    def expire_finished(self, now: float | None = None) -> int:
+        """Delete up to `EXPIRE_BATCH` jobs that ended more than `job_retention_seconds` before `now`
+        (default: the clock); nothing when the retention is 0. Returns how many were deleted."""
+        retention = self.settings.job_retention_seconds
+        if retention <= 0:
+            return 0
+        moment = time.time() if now is None else now
+        return self.store.delete_finished(finished_before=moment - retention, limit=EXPIRE_BATCH)
+
     def _heartbeat_loop(self) -> None:
         while not self._stop.wait(self.heartbeat_seconds):
             try:
@@ -471,6 +486,7 @@ class JobService:
                             active.handle.cancel(active.cancel_reason)
                         active.stop_polling.set()
                 self.store.interrupt_stale(older_than=time.time() - self.stale_seconds)
+                self.expire_finished()
             except MacroslowError as exc:
                 log.warning("job heartbeat: %s", exc)
 

@@ -8,6 +8,9 @@ cancellation, and a cancellation cannot overwrite a result.
 
 Local jobs carry the id of the server process running them (`runner`) and a heartbeat; a job whose
 runner stopped beating (the process died) is marked `interrupted` by whichever process looks next.
+
+A job that ended is deleted once its retention passed (`delete_finished`); its receipts are in the
+ledger's own tables, which nothing here touches.
 """
 
 from __future__ import annotations
@@ -17,7 +20,19 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, Engine, Float, Index, Integer, String, Text, select, update
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Engine,
+    Float,
+    Index,
+    Integer,
+    String,
+    Text,
+    delete,
+    select,
+    update,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mcp_server.db import Base, database_errors
@@ -155,6 +170,17 @@ class JobStore:
         )
         with database_errors(), self.engine.connect() as conn:
             return list(conn.execute(stmt).scalars())
+
+    def delete_finished(self, *, finished_before: float, limit: int) -> int:
+        """Delete at most `limit` jobs that ended before `finished_before`, oldest first; a queued or
+        running job is never deleted. Returns how many were."""
+        ended = (JobRow.status.not_in(ACTIVE), JobRow.finished_at < finished_before)
+        oldest = select(JobRow.id).where(*ended).order_by(JobRow.finished_at).limit(limit)
+        with database_errors(), self.engine.begin() as conn:
+            ids = list(conn.execute(oldest).scalars())
+            if not ids:
+                return 0
+            return int(conn.execute(delete(JobRow).where(JobRow.id.in_(ids), *ended)).rowcount)
 
     def claim_stale_remote(self, runner: str, *, older_than: float, limit: int = 100) -> list[Job]:
         """Remote jobs still active at the service whose poller stopped beating (its process
