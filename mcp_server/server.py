@@ -10,7 +10,6 @@ from typing import Any
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
-from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp_types import Icon
 
 import prompts
@@ -21,6 +20,7 @@ from mcp_server.adapters import ResourceRegistry, ToolRegistry, ToolRunner
 from mcp_server.admission import Admission, CallerSource
 from mcp_server.auth.tokens import SdkTokenVerifier
 from mcp_server.completions import Completer
+from mcp_server.notify_bus import open_bus
 from mcp_server.services import ServiceHost
 from mcp_server.settings import Settings
 from mcp_server.visibility import ScopeVisibility
@@ -74,7 +74,10 @@ def build_server(
     settings = settings or Settings()
     settings.home.mkdir(parents=True, exist_ok=True)
     admission = Admission(settings, caller_source)
-    host = ServiceHost(settings, admission.policy)
+    # subscriptions/listen; jobs://<id> changes are published on it. On PostgreSQL it reaches every
+    # replica (LISTEN/NOTIFY); on SQLite it stays in this process. Started and closed by the host.
+    bus = open_bus(settings.database)
+    host = ServiceHost(settings, admission.policy, bus=bus)
     auth: dict[str, Any] = {}
     if caller_source == "bearer":
         auth = {
@@ -95,7 +98,6 @@ def build_server(
     declared = ToolRegistry()
     tools.register_all(declared)
     runner = ToolRunner(admission, host)
-    bus = InMemorySubscriptionBus()  # subscriptions/listen; jobs://<id> changes are published on it
     server = MacroslowServer(
         settings.server_name,
         title=TITLE,

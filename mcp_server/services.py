@@ -32,6 +32,7 @@ import anyio.to_thread
 from mcp_server.errors import BackendUnavailable, InvalidDocument, MacroslowError
 from mcp_server.home import initialize, open_kem_keys, open_keys
 from mcp_server.maml.parser import Limits
+from mcp_server.notify_bus import LocalBus, ReplicaBus
 from mcp_server.settings import Settings
 
 if TYPE_CHECKING:
@@ -73,6 +74,7 @@ class Services:
     jobs: JobService
     llm: LlmService
     cpu_limiter: anyio.CapacityLimiter
+    bus: ReplicaBus = field(default_factory=LocalBus)  # subscriptions/listen; started and closed here
 
     async def cpu(self, fn: Callable[..., T], *args: Any) -> T:
         """`fn(*args)` on a worker thread of the CPU pool."""
@@ -99,11 +101,13 @@ class Services:
 @dataclass(eq=False)
 class ServiceHost:
     """Opens and closes `Services` for a server; `job_listeners` hear every job status change;
-    `after_first_open` callables run once, after the first attempt to open (whether it worked)."""
+    `after_first_open` callables run once, after the first attempt to open (whether it worked);
+    `bus` (the server's subscription bus) is started when the services open and closed with them."""
 
     settings: Settings
     policy: Policy
     job_listeners: list[Listener] = field(default_factory=list)
+    bus: ReplicaBus = field(default_factory=LocalBus)
     after_first_open: list[Callable[[], None]] = field(default_factory=list)
     _services: Services | None = None
     _entered: int = 0
@@ -131,7 +135,7 @@ class ServiceHost:
             if self._failure is not None and time.monotonic() - self._failed_at < RETRY_SECONDS:
                 raise self._failure
             try:
-                self._services = await _open(self.settings, self.policy, self.job_listeners)
+                self._services = await _open(self.settings, self.policy, self.job_listeners, self.bus)
             except MacroslowError as exc:
                 log.error("cannot open the server's services: %s", exc)
                 self._failure, self._failed_at = exc, time.monotonic()
@@ -180,14 +184,16 @@ class ServiceHost:
                         await _close(services)
 
 
-async def _open(settings: Settings, policy: Policy, listeners: list[Listener]) -> Services:
+async def _open(settings: Settings, policy: Policy, listeners: list[Listener], bus: ReplicaBus) -> Services:
     """Open everything in order: the blocking part (imports, files, database) on a worker thread,
-    then the job service's threads, which need the event loop."""
+    then the job service's threads and the subscription bus, which need the event loop."""
     services = await anyio.to_thread.run_sync(_open_blocking, settings, policy)
+    services.bus = bus
     try:
         for listener in listeners:
             services.jobs.subscribe(listener)
         services.jobs.start()
+        await bus.start()
     except BaseException:
         await _close(services, started=False)
         raise
@@ -291,6 +297,7 @@ async def _close(services: Services, *, started: bool = True) -> None:
     log.info("closing the services")
     if started:
         services.jobs.close()  # a job that ends now still records its receipt
+    await services.bus.close()  # after the jobs: they announce no more
     services.ledger.close()
     # The calls granted since the last rate sync are reported (blocking database I/O: off the loop).
     await anyio.to_thread.run_sync(services.rate_limiter.close)

@@ -5,6 +5,13 @@ Clients hear when a job's status changes: on the 2026-07-28 protocol through `su
 (the server's subscription bus carries `ResourceUpdated(jobs://<id>)`), on earlier versions through
 `resources/subscribe` and `notifications/resources/updated`. A notification only says "changed";
 reading the job checks, as always, that it is the caller's.
+
+`resources/subscribe` needs a channel that outlives the request: stdio and SSE have one. Stateless
+Streamable HTTP answers each POST on its own and keeps nothing, so a subscription there could never
+be told anything; it is refused (`LEGACY_SUBSCRIBE_REFUSED`) rather than accepted in vain. The SDK
+tells a handler this through `session.can_send_request`: False exactly when the request's channel
+cannot carry a server-initiated message later (stateless or JSON-response HTTP, and any 2026-07-28
+connection, where change notifications travel only on `subscriptions/listen` streams).
 """
 
 from __future__ import annotations
@@ -17,7 +24,8 @@ import anyio
 from mcp.server.context import ServerRequestContext
 from mcp.server.session import ServerSession
 from mcp.server.subscriptions import ResourceUpdated, SubscriptionBus
-from mcp_types import EmptyResult, SubscribeRequestParams, UnsubscribeRequestParams
+from mcp.shared.exceptions import MCPError
+from mcp_types import METHOD_NOT_FOUND, EmptyResult, SubscribeRequestParams, UnsubscribeRequestParams
 
 from mcp_server.adapters import ResourceRegistry, resource_error
 from mcp_server.calls import Call
@@ -28,6 +36,11 @@ from mcp_server.views import COUNTS_PAGE, CountsPage, JobSummary, QuantumJob
 
 OPERATION = "jobs://"
 LISTED = 50
+LEGACY_SUBSCRIBE_REFUSED = (
+    "resources/subscribe cannot deliver updates on this connection (stateless Streamable HTTP keeps "
+    "no channel to send them on): use subscriptions/listen (protocol 2026-07-28), or connect over "
+    "stdio or SSE"
+)
 log = logging.getLogger(__name__)
 
 
@@ -42,6 +55,8 @@ class JobSubscriptions:
         self.sessions: dict[str, set[ServerSession]] = {}
 
     async def subscribe(self, ctx: ServerRequestContext[Any], params: SubscribeRequestParams) -> EmptyResult:
+        if not ctx.session.can_send_request:  # nothing could reach this subscriber: say so
+            raise MCPError(METHOD_NOT_FOUND, LEGACY_SUBSCRIBE_REFUSED)
         uri = str(params.uri)
         if not uri.startswith("jobs://") or uri == "jobs://":
             raise resource_error(InvalidDocument("only jobs://<id> can be subscribed to", field="uri"))

@@ -1,11 +1,12 @@
 """Serving many: real `serve` processes on loopback sharing one PostgreSQL database, real clients.
 
-Two replicas: a job submitted via one is read and cancelled via the other, a rate limit spent via
-one holds via the other, the ledger stays one log, /metrics counts the calls, /healthz and /readyz
-answer. A bounded load across both (zero protocol errors, one receipt per call), then one replica
-killed with SIGKILL mid-load (the other keeps serving; its running job is marked interrupted). A
-PostgreSQL server of our own stopped mid-run: calls fail with backend_unavailable and /readyz says
-503, then both recover when it is back.
+Two replicas: a job submitted via one is read and cancelled via the other, a `subscriptions/listen`
+stream on one hears a job run on the other, a rate limit spent via one holds via the other, the
+ledger stays one log, /metrics counts the calls, /healthz and /readyz answer. A bounded load
+across both (zero protocol errors, one receipt per call), then one replica killed with SIGKILL
+mid-load (the other keeps serving; its running job is marked interrupted). A PostgreSQL server of
+our own stopped mid-run: calls fail with backend_unavailable and /readyz says 503, then both
+recover when it is back.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ import psycopg
 import pytest
 from mcp.client import Client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+from mcp_types import METHOD_NOT_FOUND
 
 from mcp_server.adapters import error_of
 from mcp_server.home import example_workflow
@@ -185,6 +188,35 @@ def test_a_job_is_read_and_cancelled_via_the_other_replica(
     report = verify_ledger(tmp_path / "home", postgres_url)
     assert receipts_by_tool(postgres_url)["run_quantum_circuit"] == 2
     assert report["receipts"] == sum(receipts_by_tool(postgres_url).values())
+
+
+@pytest.mark.filterwarnings("ignore:resources/subscribe is removed")  # the client's note; the point here
+def test_a_listener_on_one_replica_hears_a_job_run_on_the_other(replicas: Any, postgres_url: str) -> None:
+    """The job runs (and is cancelled) on B only; the listen stream is on A: the announcement crossed
+    over PostgreSQL LISTEN/NOTIFY. Over Streamable HTTP the handshake-era `resources/subscribe` is
+    refused on either replica, saying what to use instead."""
+    a, b = replicas(2, postgres_url)
+
+    async def scenario() -> None:
+        async with client(a.url) as ca, client(b.url) as cb, client(a.url, mode="legacy") as legacy:
+            submitted = await cb.call_tool(
+                "run_quantum_circuit", {"circuit": slow_circuit(), "wait_seconds": 0}
+            )
+            uri = f"jobs://{submitted.structured_content['job_id']}"
+            with pytest.raises(MCPError) as refused:
+                await legacy.session.subscribe_resource(uri)
+            assert refused.value.code == METHOD_NOT_FOUND
+            assert "subscriptions/listen" in refused.value.message and "SSE" in refused.value.message
+            async with ca.listen(resource_subscriptions=[uri]) as sub:
+                cancelled = await cb.call_tool("cancel_job", {"job_id": uri.removeprefix("jobs://")})
+                assert not cancelled.is_error, cancelled
+                with anyio.fail_after(30):
+                    async for event in sub:
+                        if getattr(event, "uri", None) == uri:
+                            break
+
+    anyio.run(scenario)
+    assert metric(a.url, "macroslow_tool_calls_total", tool="run_quantum_circuit", outcome="ok") == 0
 
 
 def wait_for_rate_level(url: str, at_most: float) -> None:

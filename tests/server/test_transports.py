@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -13,6 +14,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import httpx2
 import pytest
 from mcp.client import Client
@@ -203,6 +205,66 @@ async def test_sse_subprocess(http_server: str, tmp_path: Path) -> None:
     async with Client(sse_client(f"{http_server}/sse", headers=headers), mode="legacy") as client:
         result = await client.call_tool("validate_maml", {"document": example_workflow()})
     assert result.structured_content["valid"] is True
+
+
+@pytest.mark.anyio
+@pytest.mark.filterwarnings("ignore:resources/subscribe is removed")  # the client's note; the point here
+async def test_job_notifications_over_stdio_sse_and_streamable_http(tmp_path: Path) -> None:
+    """stdio and SSE keep a channel per client: `resources/subscribe` gets
+    `notifications/resources/updated`. Stateless Streamable HTTP keeps none: the same request is
+    refused (-32601), naming what works. `subscriptions/listen` is heard over stdio and Streamable
+    HTTP (docs/deploy.md, "Notifications")."""
+    from mcp.shared.exceptions import MCPError
+    from mcp_types import METHOD_NOT_FOUND
+
+    from tests.quantum.test_run_tool import slow_circuit
+
+    updates: list[str] = []
+
+    async def handler(message: object) -> None:
+        uri = getattr(getattr(message, "params", None), "uri", None)
+        if getattr(message, "method", "") == "notifications/resources/updated" and uri:
+            updates.append(str(uri))
+
+    async def subscribe_and_cancel(client: Client) -> None:
+        job = await client.call_tool("run_quantum_circuit", {"circuit": slow_circuit(), "wait_seconds": 0})
+        uri = f"jobs://{job.structured_content['job_id']}"
+        await client.session.subscribe_resource(uri)
+        await client.call_tool("cancel_job", {"job_id": job.structured_content["job_id"]})
+        with anyio.fail_after(20):
+            while uri not in updates:
+                await anyio.sleep(0.05)
+
+    async def listen_and_cancel(client: Client) -> None:
+        job = await client.call_tool("run_quantum_circuit", {"circuit": slow_circuit(), "wait_seconds": 0})
+        uri = f"jobs://{job.structured_content['job_id']}"
+        async with client.listen(resource_subscriptions=[uri]) as sub:
+            await client.call_tool("cancel_job", {"job_id": job.structured_content["job_id"]})
+            with anyio.fail_after(20):
+                async for event in sub:
+                    if getattr(event, "uri", None) == uri:
+                        break
+
+    stdio = StdioServerParameters(
+        command=SERVE[0], args=[*SERVE[1:], "--transport", "stdio"], env=_env(tmp_path / "home")
+    )
+    async with Client(stdio, mode="legacy", message_handler=handler) as client:
+        await subscribe_and_cancel(client)
+    async with Client(stdio) as client:
+        await listen_and_cancel(client)
+    serve = contextlib.contextmanager(start_server)
+    with serve(tmp_path, "sse", "--no-auth") as url:
+        async with Client(sse_client(f"{url}/sse"), mode="legacy", message_handler=handler) as client:
+            await subscribe_and_cancel(client)
+    assert len(set(updates)) >= 2
+    with serve(tmp_path, "streamable-http", "--no-auth") as url:
+        async with Client(streamable_http_client(f"{url}/mcp"), mode="legacy") as client:
+            with pytest.raises(MCPError) as refused:
+                await client.session.subscribe_resource("jobs://anything")
+        async with Client(streamable_http_client(f"{url}/mcp")) as client:
+            await listen_and_cancel(client)
+    assert refused.value.code == METHOD_NOT_FOUND
+    assert refused.value.message.startswith("resources/subscribe cannot deliver updates")
 
 
 @pytest.mark.parametrize("http_server", ["streamable-http"], indirect=True)
