@@ -2,6 +2,13 @@
 
 Errors are one line on stderr (`macroslow-mcp: <code>: <message>`) with a non-zero exit code:
 1 for a failed check (invalid signature or document), 2 for usage and I/O errors.
+
+`serve` (every transport, any number of workers) exits 0 after a clean shutdown, on SIGTERM or
+SIGINT or (stdio) when the client closes stdin, and 1 when the shutdown was not clean: a service
+failed to close, or (HTTP) uvicorn was forced to exit by a second SIGINT, or (`--workers N`) a
+worker did not exit 0 (`mcp_server.services.ServiceHost.closed_cleanly`,
+`mcp_server.http_app.serve_http`). The log's last line says "shutdown complete" or "shutdown
+incomplete". 3 is uvicorn's: the services could not be opened at start.
 """
 
 from __future__ import annotations
@@ -354,8 +361,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise CliError(f"configuration: {exc}") from None
     server.host.after_first_open.append(_collect_from_now_on)
     if args.transport == "stdio":
-        server.run("stdio")
-        return EXIT_OK
+        code = EXIT_OK if server.serve_stdio() else EXIT_INVALID
+        # A thread may still be blocked reading stdin (a signal ended the server, not the client):
+        # exit without waiting for it, once the output is out.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     from mcp_server.http_app import serve_http
 
     if source == "local":
@@ -371,8 +383,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         os.environ["MACROSLOW_READ_ONLY"] = "true" if settings.read_only else "false"
         if settings.tools is not None:
             os.environ["MACROSLOW_TOOLS"] = " ".join(settings.tools)
-    serve_http(server, args.transport, host, port, workers)
-    return EXIT_OK
+    return EXIT_OK if serve_http(server, args.transport, host, port, workers) else EXIT_INVALID
 
 
 def _collect_from_now_on() -> None:

@@ -41,6 +41,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import tempfile
 import uuid
 from contextlib import AsyncExitStack
@@ -53,6 +54,7 @@ from mcp.server.auth.routes import build_resource_metadata_url, create_protected
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.supervisors.multiprocess import Multiprocess
 
 from mcp_server import metrics, untrusted_json
 from mcp_server.admission import Admission, CallerSource
@@ -518,7 +520,58 @@ def worker_app() -> ASGIApp:
     host = os.environ.get(WORKER_HOST, settings.host)
     port = int(os.environ.get(WORKER_PORT, settings.port))
     server = build_server(settings.served_at(host, port), caller_source=source)
+    global _worker_server
+    _worker_server = server
     return build_http_app(server, transport, host)
+
+
+_worker_server: MacroslowServer | None = None  # the server of this worker process (`worker_app`)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, except that a SIGTERM or SIGINT it caught and shut down gracefully for is
+    not raised again afterwards (uvicorn does, so the process died of the signal, status -15,
+    however cleanly it had stopped): `serve` sets the exit status from how the shutdown went."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Any:
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                self._captured_signals.clear()  # read by uvicorn's exit from the block above
+
+
+def _end_worker(signum: int, frame: Any) -> None:
+    """A worker process's SIGTERM/SIGINT handler outside uvicorn's own (before it serves, and when
+    uvicorn raises the signal again after a graceful shutdown): end the worker with status 0 when
+    its services closed cleanly (or never opened), else 1. A worker process is uvicorn's child, not
+    the CLI's, so its exit status is set here, the only place outside `mcp_server.cli` that exits."""
+    server = _worker_server
+    raise SystemExit(0 if server is None or server.host.closed_cleanly else 1)
+
+
+class _WorkerConfig(uvicorn.Config):
+    """uvicorn's config; in a worker process (`serve --workers N`), `configure_logging`, which
+    uvicorn calls there before it starts serving, also installs `_end_worker`."""
+
+    def configure_logging(self) -> None:
+        super().configure_logging()
+        import multiprocessing
+
+        if multiprocessing.parent_process() is not None:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, _end_worker)
+
+
+class _Supervisor(Multiprocess):
+    """uvicorn's worker supervisor, keeping the workers' exit statuses once they are joined."""
+
+    exit_codes: list[int | None]
+
+    def join_all(self) -> None:
+        super().join_all()
+        self.exit_codes = [process.exitcode for process in self.processes]
 
 
 WORKER_TRANSPORT, WORKER_SOURCE, WORKER_HOST, WORKER_PORT = (
@@ -529,11 +582,19 @@ WORKER_TRANSPORT, WORKER_SOURCE, WORKER_HOST, WORKER_PORT = (
 )
 
 
-def serve_http(server: MacroslowServer, transport: Transport, host: str, port: int, workers: int = 1) -> None:
-    """Run the HTTP app with uvicorn (logs to stderr through the root logger; no access log).
+def serve_http(server: MacroslowServer, transport: Transport, host: str, port: int, workers: int = 1) -> bool:
+    """Run the HTTP app with uvicorn (logs to stderr through the root logger; no access log) until
+    SIGTERM or SIGINT, and shut down gracefully: True when the shutdown was clean, else False.
+
+    Clean: the services closed without an error (`ServiceHost.closed_cleanly`: the last receipts
+    covered by a signed checkpoint, the rate limiter's last report written, the pools closed) and
+    uvicorn was not forced to exit (a second SIGINT skips the lifespan's shutdown). Requests still
+    running after uvicorn's 10 s graceful timeout are cancelled; that alone does not make it unclean.
 
     With `workers` > 1, uvicorn starts that many processes, each building its own server from the
     environment (`worker_app`) and sharing the database; metrics then use a multi-process directory.
+    The shutdown is clean when every worker ended with status 0 (each exits 0 after a clean
+    shutdown, 1 otherwise: `_end_worker`).
 
     Connections go through `GuardedH11Protocol` (request-head deadline, per-peer and total caps; see
     `mcp_server.http_limits`) instead of uvicorn's `limit_concurrency`, which counts idle connections
@@ -553,8 +614,9 @@ def serve_http(server: MacroslowServer, transport: Transport, host: str, port: i
         "server_header": False,
     }
     if workers <= 1:
-        uvicorn.Server(uvicorn.Config(build_http_app(server, transport, host), **common)).run()
-        return
+        running = _Server(uvicorn.Config(build_http_app(server, transport, host), **common))
+        running.run()
+        return server.host.closed_cleanly and not running.force_exit
     os.environ[WORKER_TRANSPORT] = transport
     os.environ[WORKER_SOURCE] = server.admission.caller_source
     os.environ[WORKER_HOST] = host
@@ -564,7 +626,15 @@ def serve_http(server: MacroslowServer, transport: Transport, host: str, port: i
         made_dir = tempfile.mkdtemp(prefix="macroslow-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = made_dir
     try:
-        uvicorn.run("mcp_server.http_app:worker_app", factory=True, workers=workers, **common)
+        config = _WorkerConfig("mcp_server.http_app:worker_app", factory=True, workers=workers, **common)
+        supervisor = _Supervisor(config, sockets=[config.bind_socket()])
+        supervisor.run()
     finally:
         if made_dir is not None:
             shutil.rmtree(made_dir, ignore_errors=True)
+    failed = [code for code in supervisor.exit_codes if code != 0]
+    if failed:
+        log.error("shutdown incomplete: %d of %d workers did not stop cleanly", len(failed), workers)
+    else:
+        log.info("shutdown complete: every worker stopped cleanly")
+    return not failed

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import base64
+import logging
+import signal
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
+import anyio.to_thread
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
@@ -53,6 +58,9 @@ ICON = Icon(
 )
 
 
+log = logging.getLogger(__name__)
+
+
 class MacroslowServer(MCPServer[ServiceHost]):
     """The MCP server, with what the HTTP layer needs before the lifespan (`admission`), the host
     that opens and closes the services (`host`) and the tool runner (`runner`)."""
@@ -60,6 +68,50 @@ class MacroslowServer(MCPServer[ServiceHost]):
     admission: Admission
     host: ServiceHost
     runner: ToolRunner
+
+    def serve_stdio(self) -> bool:
+        """Serve over stdio until the client closes stdin or SIGTERM or SIGINT arrives, then shut
+        down (the services close: a final signed checkpoint); True when the shutdown was clean
+        (`ServiceHost.closed_cleanly`). Without this, SIGTERM killed the process at once.
+
+        After a signal, a worker thread may still be blocked reading stdin (the client keeps it
+        open): it is abandoned, and the caller must end the process without waiting for it
+        (`os._exit`; the CLI does)."""
+        anyio.run(self._serve_stdio_until_signalled)
+        return self.host.closed_cleanly
+
+    async def _serve_stdio_until_signalled(self) -> None:
+        from mcp.server.stdio import stdio_server
+
+        async with anyio.create_task_group() as group:
+
+            async def stop_on_signal() -> None:
+                with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                    async for signum in signals:
+                        log.info("%s: shutting down", signal.Signals(signum).name)
+                        group.cancel_scope.cancel()
+                        return
+
+            group.start_soon(stop_on_signal)
+            lowlevel = self._lowlevel_server
+            async with stdio_server(stdin=_StdinLines()) as (read_stream, write_stream):  # type: ignore[arg-type]
+                await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())
+            group.cancel_scope.cancel()
+
+
+class _StdinLines:
+    """stdin's lines (UTF-8, undecodable bytes replaced, as the SDK reads them), each read on a
+    worker thread that a cancelled read abandons: a read blocks until the client writes or closes
+    stdin, and a shutdown on a signal must not wait for that."""
+
+    def __aiter__(self) -> _StdinLines:
+        return self
+
+    async def __anext__(self) -> str:
+        line: bytes = await anyio.to_thread.run_sync(sys.stdin.buffer.readline, abandon_on_cancel=True)
+        if not line:
+            raise StopAsyncIteration
+        return line.decode("utf-8", errors="replace")
 
 
 def build_server(

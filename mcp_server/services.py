@@ -13,6 +13,13 @@ half-open state: a `Services` exists whole or not at all.
 
 The SSE transport enters the lifespan once per connection and the HTTP front keeps it open for the
 process, so `open()` is reference-counted: the last exit closes (a final signed checkpoint first).
+
+A shutdown is clean (`ServiceHost.closed_cleanly`) when nothing is left open: the lifespan was left
+and every service that had been opened closed without an error (the job service, the subscription
+bus, the ledger's threads, the rate limiter's last report, the database pools, the LLM client); a
+server whose services never opened shuts down cleanly too. A step that fails is logged and the
+others still close. The last step logs "shutdown complete" or "shutdown incomplete"; `serve`
+exits 0 or 1 accordingly (`mcp_server.cli`).
 """
 
 from __future__ import annotations
@@ -114,6 +121,14 @@ class ServiceHost:
     _lock: anyio.Lock | None = None
     _failure: MacroslowError | None = None
     _failed_at: float = 0.0
+    _close_failures: list[str] = field(default_factory=list)
+
+    @property
+    def closed_cleanly(self) -> bool:
+        """True when nothing is left open: the lifespan was left (or never entered) and every
+        service that had been opened closed without an error. False while open, after a shutdown
+        that never closed the services (a forced exit), and after a close step failed."""
+        return self._entered == 0 and self._services is None and not self._close_failures
 
     def current(self) -> Services:
         """The open services, without waiting; `backend_unavailable` when not (yet) open."""
@@ -181,7 +196,13 @@ class ServiceHost:
                         services, self._services = self._services, None
                     self._failure = None
                     if services is not None:
-                        await _close(services)
+                        self._close_failures += await _close(services)
+                    if self._close_failures:
+                        log.error(
+                            "shutdown incomplete: %s did not close cleanly", ", ".join(self._close_failures)
+                        )
+                    else:
+                        log.info("shutdown complete: the services are closed")
 
 
 async def _open(settings: Settings, policy: Policy, listeners: list[Listener], bus: ReplicaBus) -> Services:
@@ -293,14 +314,28 @@ def _azure_backend(settings: Settings) -> RemoteBackend:
     return AzureQuantumBackend.from_settings(settings)
 
 
-async def _close(services: Services, *, started: bool = True) -> None:
+async def _close(services: Services, *, started: bool = True) -> list[str]:
+    """Close every service, in order; returns the names of those that failed to (each logged).
+    A failure does not stop the others from closing."""
     log.info("closing the services")
+    failed: list[str] = []
+
+    async def step(name: str, close: Callable[[], Any]) -> None:
+        try:
+            result = close()
+            if hasattr(result, "__await__"):
+                await result
+        except Exception:
+            log.exception("closing %s failed", name)
+            failed.append(name)
+
     if started:
-        services.jobs.close()  # a job that ends now still records its receipt
-    await services.bus.close()  # after the jobs: they announce no more
-    services.ledger.close()
+        await step("the job service", services.jobs.close)  # a job that ends now still records its receipt
+    await step("the subscription bus", services.bus.close)  # after the jobs: they announce no more
+    await step("the ledger", services.ledger.close)
     # The calls granted since the last rate sync are reported (blocking database I/O: off the loop).
-    await anyio.to_thread.run_sync(services.rate_limiter.close)
-    services.ledger.engine.dispose()
-    services.engine.dispose()
-    await services.llm.aclose()  # its HTTP client closes in the event loop
+    await step("the rate limiter", lambda: anyio.to_thread.run_sync(services.rate_limiter.close))
+    await step("the ledger's database pool", services.ledger.engine.dispose)
+    await step("the database pool", services.engine.dispose)
+    await step("the LLM client", services.llm.aclose)  # its HTTP client closes in the event loop
+    return failed

@@ -411,6 +411,12 @@ def test_database_down_then_back(replicas: Any, own_postgres: tuple[str, Any]) -
         assert time.monotonic() < deadline, "not ready again after the database came back"
         time.sleep(0.2)
     assert anyio.run(verify) == "ok"
+    # The call refused while the database was down left no receipt (no receipt, no result): the
+    # ledger holds the two answered calls only, nothing queued.
+    with psycopg.connect(url.replace("+psycopg", "")) as conn:
+        stored = conn.execute("SELECT count(*) FROM receipts WHERE tool = 'verify_maml'").fetchone()
+        queued = conn.execute("SELECT count(*) FROM receipt_queue").fetchone()
+    assert stored == (2,) and queued == (0,), (stored, queued)
 
 
 def test_serve_workers_share_one_port_and_sum_metrics(tmp_path: Path, postgres_url: str) -> None:
