@@ -17,15 +17,20 @@ down its worker, not the server; and the server's event loop never waits on a si
   kills the worker; a fresh one is started when next needed.
 
 Workers start lazily (the first local job pays for importing qiskit-aer, about a second) and keep a
-pass manager per method, so later runs only transpile and simulate.
+pass manager per method, so later runs only transpile and simulate. The circuit travels pickled, and
+each worker keeps the last `TRANSPILED_CACHE` circuits it transpiled (of pickles up to
+`TRANSPILED_MAX_BYTES`) keyed by the SHA-256 of those exact bytes, the method and the bond
+dimension: a circuit run again skips unpickling and transpiling, and a key never names another circuit.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import multiprocessing
 import os
+import pickle
 import signal
 import threading
 import time
@@ -43,6 +48,8 @@ log = logging.getLogger(__name__)
 
 BYTES_PER_AMPLITUDE = 16  # complex128
 RUNNING_AFTER = 0.05  # seconds: a run still going after this is recorded as running
+TRANSPILED_CACHE = 32  # transpiled circuits a worker keeps
+TRANSPILED_MAX_BYTES = 256 * 1024  # larger pickled circuits are transpiled every time
 STABILIZER_MAX_QUBITS = 10_000  # Aer's stabilizer method's own bound
 MPS_MAX_QUBITS = 63  # Aer's matrix-product-state method's own bound (64-bit basis states)
 CLIFFORD_GATES = frozenset(
@@ -122,10 +129,11 @@ def _worker_main(conn: Connection) -> None:  # pragma: no cover - runs in the ch
     from qiskit_aer import AerSimulator
 
     cache: dict[tuple[str, int | None], tuple[Any, Any]] = {}
+    transpiled: dict[tuple[bytes, str, int | None], Any] = {}  # insertion order: oldest first
     conn.send(("ready", os.getpid()))
     while True:
         try:
-            circuit, shots, seed, method, bond = conn.recv()
+            payload, shots, seed, method, bond = conn.recv()
         except (EOFError, OSError):
             return
         try:
@@ -138,7 +146,15 @@ def _worker_main(conn: Connection) -> None:  # pragma: no cover - runs in the ch
                 cache[key] = (sim, generate_preset_pass_manager(optimization_level=1, backend=sim))
             sim, pm = cache[key]
             started = time.perf_counter()
-            result = sim.run(pm.run(circuit), shots=shots, seed_simulator=seed).result()
+            circuit_key = (hashlib.sha256(payload).digest(), method, bond)
+            ready = transpiled.pop(circuit_key, None)
+            if ready is None:
+                ready = pm.run(pickle.loads(payload))  # noqa: S301 - the server's own pipe, as conn.recv()
+            if len(payload) <= TRANSPILED_MAX_BYTES:
+                transpiled[circuit_key] = ready  # (re)inserted last: the most recently used
+                while len(transpiled) > TRANSPILED_CACHE:
+                    del transpiled[next(iter(transpiled))]
+            result = sim.run(ready, shots=shots, seed_simulator=seed).result()
             elapsed = time.perf_counter() - started
             if not result.success:
                 conn.send(("error", "backend_unavailable", f"the simulator failed: {result.status}"))
@@ -348,7 +364,8 @@ class LocalSimulator:
         bond = self.mps_max_bond if method == "matrix_product_state" else None
         deadline = time.monotonic() + self.timeout
         try:
-            worker.conn.send((submission.circuit, submission.shots, submission.seed, method, bond))
+            payload = pickle.dumps(submission.circuit, protocol=pickle.HIGHEST_PROTOCOL)
+            worker.conn.send((payload, submission.shots, submission.seed, method, bond))
             # A run that ends within RUNNING_AFTER is never recorded as running (one database write
             # less for small circuits); a longer one is, while the worker simulates.
             if on_start is not None and not worker.conn.poll(RUNNING_AFTER):

@@ -444,18 +444,42 @@ class JobService:
                 active.final = final
             attested_by_caller = applied and active.waiters > 0
             self._active.pop(active.job.id, None)
+        if attested_by_caller:
+            self._settle(active, final)
+            return
+        if applied:  # before anyone waiting on `done` wakes: cancel_job answers after this receipt
+            self._record(final)
         self._call_soon(active.done.set)
         if applied:
-            self._announce(final, completed=not attested_by_caller)
+            self._announce(final)
 
-    def _announce(self, job: Job, *, completed: bool = False) -> None:
-        """Tell listeners about a status change; for a job that ended with nobody waiting for it
-        inline, append its `quantum_job` receipt first."""
-        if completed and self.record is not None:
+    def _settle(self, active: _Active, job: Job) -> None:
+        """A job a caller waits for ended: wake the caller and tell the listeners in one trip to the
+        event loop (the caller's receipt attests the job, so there is no `quantum_job` receipt)."""
+
+        async def settle() -> None:
+            active.done.set()
+            for listener in self._listeners:
+                try:
+                    await listener(job)
+                except Exception:
+                    log.exception("job listener failed")
+
+        if self._token is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop has ended
+            anyio.from_thread.run(settle, token=self._token)
+
+    def _record(self, job: Job) -> None:
+        """Append the `quantum_job` receipt of a job that ended with nobody waiting for it inline."""
+        if self.record is not None:
             try:
                 self.record(job)
             except MacroslowError as exc:
                 log.error("job %s: completion receipt not written: %s", job.id, exc)
+
+    def _announce(self, job: Job) -> None:
+        """Tell listeners about a status change."""
         for listener in self._listeners:
             if self._token is None:  # stopping: nobody is listening any more
                 break
