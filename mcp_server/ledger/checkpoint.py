@@ -159,7 +159,7 @@ def parse_body(text: str) -> Checkpoint:
     if len(size_text) > len(str(_MAX_TREE_SIZE)) or int(size_text) > _MAX_TREE_SIZE:
         raise SignatureInvalid(f"tree size {size_text[:32]} is beyond 2^64-1")
     size = int(size_text)
-    root = _b64decode(root_text)
+    root = strict_b64decode(root_text)
     if root is None or len(root) != HASH_SIZE:
         raise SignatureInvalid(f"root {root_text[:64]!r} is not the base64 of a {HASH_SIZE}-byte hash")
     return Checkpoint(origin=origin, size=size, root=root, extensions=tuple(extensions))
@@ -284,7 +284,7 @@ def _parse_signature_line(number: int, line: str) -> tuple[str, bytes]:
         check_key_name(name)
     except ValueError:
         raise SignatureInvalid(f"signature line {number} has an invalid key name") from None
-    blob = _b64decode(encoded) if space else None
+    blob = strict_b64decode(encoded) if space else None
     if blob is None or len(blob) <= KEY_ID_SIZE:
         raise SignatureInvalid(f"signature line {number} is not <key name> <base64(key id || signature)>")
     return name, blob
@@ -314,8 +314,9 @@ def _utf8_ok(value: str) -> bool:
     return True
 
 
-def _b64decode(text: str) -> bytes | None:
-    """Strict standard base64: RFC 4648 alphabet, padding, and canonical (re-encodes identically)."""
+def strict_b64decode(text: str) -> bytes | None:
+    """Strict standard base64: RFC 4648 alphabet, padding, and canonical (re-encodes identically);
+    None for anything else. The one decoder of base64 from notes, proofs, vkeys and witness requests."""
     try:
         raw = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):

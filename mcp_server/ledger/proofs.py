@@ -34,7 +34,6 @@ proof that can't be written) raise ValueError.
 from __future__ import annotations
 
 import base64
-import binascii
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -193,7 +192,7 @@ def _check_note(note: str) -> None:
 def _parse_extra(encoded: str) -> bytes:
     if len(encoded) > _MAX_EXTRA_TEXT:
         raise SignatureInvalid(f"proof's extra data is over {MAX_EXTRA_BYTES} bytes")
-    extra = _b64decode(encoded)
+    extra = checkpoint.strict_b64decode(encoded)
     if extra is None:
         raise SignatureInvalid(f"proof's extra data {_shown(encoded)} is not canonical standard base64")
     if len(extra) > MAX_EXTRA_BYTES:
@@ -214,7 +213,7 @@ def _parse_hashes(lines: list[str], first_line: int) -> tuple[bytes, ...]:
         raise SignatureInvalid(f"proof has {len(lines)} hashes; an inclusion proof has at most {MAX_HASHES}")
     hashes = []
     for number, line in enumerate(lines, start=first_line):
-        node = _b64decode(line)
+        node = checkpoint.strict_b64decode(line)
         if node is None or len(node) != HASH_SIZE:
             raise SignatureInvalid(
                 f"proof line {number} {_shown(line)} is not the standard base64 of a {HASH_SIZE}-byte hash"
@@ -281,16 +280,6 @@ def _receipt_json(leaf: bytes) -> dict[str, Any]:
 
 
 # -- helpers ----------------------------------------------------------------------------------------
-
-
-def _b64decode(text: str) -> bytes | None:
-    """Strict standard base64 (RFC 4648 section 4): its alphabet, padding, and canonical (the bytes
-    re-encode to the same text), so one value has one spelling."""
-    try:
-        raw = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    return raw if base64.b64encode(raw).decode("ascii") == text else None
 
 
 def _shown(value: object, limit: int = 40) -> str:

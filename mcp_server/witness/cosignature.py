@@ -43,7 +43,6 @@ ValueError.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import re
 from dataclasses import dataclass
@@ -289,7 +288,7 @@ def parse_vkey(text: str) -> tuple[str, MLDSA44PublicKey]:
         raise KeyStoreError(f"verifier key name {name[:64]!r} is not a valid note key name") from None
     if not _HEX_KEY_ID.fullmatch(hex_id):
         raise KeyStoreError(f"verifier key id {hex_id[:16]!r} is not 8 hexadecimal digits")
-    material = _b64decode(encoded)
+    material = notes.strict_b64decode(encoded)
     if material is None:
         raise KeyStoreError("verifier key material is not canonical standard base64")
     if material[:1] != SIGNATURE_TYPE:
@@ -334,12 +333,3 @@ def _public_bytes(public_key: mldsa.PublicKey) -> bytes:
     if not isinstance(public_key, MLDSA44PublicKey):
         raise ValueError(f"cosignatures use ML-DSA-44 keys, not {type(public_key).__name__}")
     return public_key.public_bytes_raw()
-
-
-def _b64decode(text: str) -> bytes | None:
-    """Strict standard base64 (RFC 4648 section 4): alphabet, padding, canonical."""
-    try:
-        raw = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    return raw if base64.b64encode(raw).decode("ascii") == text else None

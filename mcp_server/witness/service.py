@@ -50,8 +50,6 @@ Configuration (`load_config`), a TOML file:
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 import os
 import re
@@ -285,19 +283,11 @@ def parse_request(body: bytes) -> tuple[int, list[bytes], str]:
         )
     proof: list[bytes] = []
     for number, line in enumerate(proof_lines, start=2):
-        node = _b64decode(line)
+        node = notes.strict_b64decode(line)
         if node is None or len(node) != HASH_SIZE:
             raise _refuse(400, f"line {number} is not the base64 of a {HASH_SIZE}-byte hash")
         proof.append(node)
     return old_size, proof, note
-
-
-def _b64decode(text: str) -> bytes | None:
-    try:
-        raw = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    return raw if base64.b64encode(raw).decode("ascii") == text else None
 
 
 # -- HTTP -------------------------------------------------------------------------------------------
