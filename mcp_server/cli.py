@@ -639,7 +639,7 @@ def cmd_receipts_export(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from mcp_server.demo import run_demo
 
-    return run_demo(home=Path(args.home) if args.home else None)
+    return run_demo(sys.stdout, home=Path(args.home) if args.home else None)
 
 
 def cmd_witness_serve(args: argparse.Namespace) -> int:

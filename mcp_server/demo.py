@@ -11,7 +11,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import anyio
 
@@ -287,13 +287,18 @@ async def _drive(home: Path, steps: list[Step], log_file: Any) -> None:
 EXPECTED_STEPS = 19
 
 
-def run_demo(home: Path | None = None) -> int:
+def run_demo(out: TextIO, home: Path | None = None) -> int:
+    """Run the demo, writing the report to `out` (the CLI gives its stdout); 0 if every step behaved."""
+
+    def say(text: str = "") -> None:
+        out.write(text + "\n")
+
     with tempfile.TemporaryDirectory(prefix="macroslow-demo-") as tmp:
         home = home or Path(tmp) / "home"
         settings = Settings(home=home)
         report = initialize(settings)
-        print(f"macroslow-mcp demo: home {home}")
-        print(f"  signing key {report.key_id} ({'encrypted' if report.key_encrypted else 'unencrypted'})")
+        say(f"macroslow-mcp demo: home {home}")
+        say(f"  signing key {report.key_id} ({'encrypted' if report.key_encrypted else 'unencrypted'})")
         steps: list[Step] = []
         log_path = Path(tmp) / "server-stderr.log"
         t0 = time.perf_counter()
@@ -304,19 +309,19 @@ def run_demo(home: Path | None = None) -> int:
             except Exception as exc:  # the server died or the protocol broke: report, don't trace
                 error = f"{type(exc).__name__}: {exc}"
         total = (time.perf_counter() - t0) * 1000
-        print()
+        say()
         width = max((len(s.name) for s in steps), default=10)
         for s in steps:
-            print(f"  {'ok  ' if s.ok else 'FAIL'} {s.name:<{width}} {s.ms:8.1f} ms  {s.detail}")
+            say(f"  {'ok  ' if s.ok else 'FAIL'} {s.name:<{width}} {s.ms:8.1f} ms  {s.detail}")
         failed = [s for s in steps if not s.ok]
         if error:
-            print(f"  FAIL the session broke: {error}")
+            say(f"  FAIL the session broke: {error}")
             server_log = log_path.read_text(encoding="utf-8").strip().splitlines()[-5:]
             for line in server_log:
-                print(f"       server: {line}")
-        print()
+                say(f"       server: {line}")
+        say()
         ok = not failed and error is None and len(steps) == EXPECTED_STEPS
-        print(
+        say(
             f"{'PASS' if ok else 'FAIL'}: {sum(s.ok for s in steps)}/{len(steps)} steps as expected, "
             f"{total:.0f} ms in all"
         )
