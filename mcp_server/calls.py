@@ -53,6 +53,11 @@ class Call:
     operation: Operation | None = None  # set by the adapter once the guard admitted the call
     _services: Services | None = None  # set by the adapter before anything is checked
     decision: Decision | None = None  # set by `decide`
+    # A client that declared the tasks extension, for a tool that declares `task=`: the adapter
+    # answers with a task (`mcp_server.tasks`); a job-backed tool then submits without waiting, and
+    # says in `task_view` how its job's result is shown (`QuantumJob.from_job` extras).
+    in_task: bool = False
+    task_view: dict[str, Any] = field(default_factory=dict)
     # What the receipt binds:
     action: str | None = None
     denial: MacroslowError | None = None

@@ -31,7 +31,7 @@ from mcp_server.errors import BackendUnavailable
 BUSY_TIMEOUT_MS = 10_000
 WRITE_LOCK = "macroslow_write_lock"  # execution option: on a durable SQLite engine, BEGIN IMMEDIATE
 MIGRATIONS = Path(__file__).with_name("migrations")
-SCHEMA_HEAD = "0005"  # the newest migration's revision (a test checks it against the scripts)
+SCHEMA_HEAD = "0006"  # the newest migration's revision (a test checks it against the scripts)
 
 
 class Base(DeclarativeBase):

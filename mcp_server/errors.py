@@ -143,3 +143,9 @@ def rebuild(data: dict[str, Any], *, prefix: str = "") -> MacroslowError:
     if cls is RateLimited:
         exc.retry_after = float(exc.details.get("retry_after", 0))  # type: ignore[attr-defined]
     return exc
+
+
+class Cancelled(MacroslowError):
+    """The caller cancelled the work before it ended (`tasks/cancel`)."""
+
+    code = "cancelled"

@@ -28,6 +28,7 @@ from mcp_server.completions import Completer
 from mcp_server.notify_bus import open_bus
 from mcp_server.services import ServiceHost
 from mcp_server.settings import Settings
+from mcp_server.tasks.extension import TasksExtension
 from mcp_server.visibility import ScopeVisibility
 
 INSTRUCTIONS = """\
@@ -162,6 +163,7 @@ def build_server(
         log_level=_level(settings.log_level),
         middleware=[WarmUp(host), ScopeVisibility(admission)],
         subscriptions=bus,
+        extensions=[TasksExtension(admission, host)],
         **auth,
     )
     server.admission = admission

@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from mcp_server.quantum.backends import RemoteBackend
     from mcp_server.quantum.jobs import Job
     from mcp_server.quantum.service import JobService, Listener
+    from mcp_server.tasks.service import TaskService
     from mcp_server.witness.policy import Policy as WitnessPolicy
     from mcp_server.workflows import WorkflowDirectory
 
@@ -79,6 +80,7 @@ class Services:
     guard: Guard
     rate_limiter: RateLimiter
     jobs: JobService
+    tasks: TaskService
     llm: LlmService
     cpu_limiter: anyio.CapacityLimiter
     bus: ReplicaBus = field(default_factory=LocalBus)  # subscriptions/listen; started and closed here
@@ -214,6 +216,7 @@ async def _open(settings: Settings, policy: Policy, listeners: list[Listener], b
         for listener in listeners:
             services.jobs.subscribe(listener)
         services.jobs.start()
+        services.tasks.start()
         await bus.start()
     except BaseException:
         await _close(services, started=False)
@@ -232,6 +235,8 @@ def _open_blocking(settings: Settings, policy: Policy) -> Services:
     from mcp_server.policy.quota import RateLimiter
     from mcp_server.quantum.service import JobService
     from mcp_server.quantum.store import JobStore
+    from mcp_server.tasks.service import TaskService
+    from mcp_server.tasks.store import TaskStore
     from mcp_server.workflows import WorkflowDirectory
 
     report = initialize(settings, example=False)
@@ -284,6 +289,7 @@ def _open_blocking(settings: Settings, policy: Policy) -> Services:
             guard=Guard(policy, keys, limiter),
             rate_limiter=limiter,
             jobs=jobs,
+            tasks=TaskService(settings, TaskStore(engine), jobs),
             llm=llm,
             cpu_limiter=anyio.CapacityLimiter(settings.cpu_workers),
         )
@@ -330,6 +336,7 @@ async def _close(services: Services, *, started: bool = True) -> list[str]:
             failed.append(name)
 
     if started:
+        await step("the task service", services.tasks.close)  # work still running here: cancelled, failed
         await step("the job service", services.jobs.close)  # a job that ends now still records its receipt
     await step("the subscription bus", services.bus.close)  # after the jobs: they announce no more
     await step("the ledger", services.ledger.close)

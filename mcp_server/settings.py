@@ -225,6 +225,12 @@ class Settings(BaseSettings):
     quantum_mps_max_bond_dimension: int | None = Field(
         default=None, ge=2, description="Truncate matrix-product-state runs at this bond (approximate)."
     )
+    task_poll_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="The polling interval a task suggests to its client (pollIntervalMs); an Azure job's is "
+        "at least azure_poll_initial_seconds.",
+    )
     job_retention_seconds: float = Field(
         default=7 * 86_400,
         ge=0,

@@ -35,7 +35,9 @@ class QueryResult(BaseModel):
 
 
 def register(tools: ToolRegistry) -> None:
-    @tools.tool(title="Ask an OpenAI model", document="document", limits={"max_tokens": "max_tokens"})
+    @tools.tool(
+        title="Ask an OpenAI model", document="document", limits={"max_tokens": "max_tokens"}, task="deferred"
+    )
     async def query_openai(
         call: Call,
         prompt: Annotated[

@@ -8,10 +8,9 @@ from pydantic import Field
 
 from mcp_server.adapters import ToolRegistry
 from mcp_server.calls import Call
-from mcp_server.errors import MacroslowError, rebuild
 from mcp_server.quantum.backends import JobStatus
 from mcp_server.quantum.circuits import looks_like_maml
-from mcp_server.quantum.jobs import Job
+from mcp_server.quantum.jobs import job_error
 from mcp_server.quantum.runs import DEFAULT_SHOTS, plan_run
 from mcp_server.views import QuantumJob
 
@@ -22,6 +21,7 @@ def register(tools: ToolRegistry) -> None:
         document="circuit",
         document_if=looks_like_maml,
         limits={"shots": "shots"},
+        task="job",
     )
     async def run_quantum_circuit(
         call: Call,
@@ -80,6 +80,9 @@ def register(tools: ToolRegistry) -> None:
         call.note_job(job)
         wait = settings.quantum_wait_seconds if wait_seconds is None else wait_seconds
         wait = min(wait, settings.quantum_max_wait_seconds)
+        if call.in_task:  # answered with a task that follows the job: no inline wait
+            wait = 0
+            call.task_view = {"measured_all_added": plan.circuit.measured_all_added}
 
         async def progress(elapsed: float, total: float, status: str) -> None:
             await call.progress(elapsed, total, f"job {job.id} {status}")
@@ -88,13 +91,7 @@ def register(tools: ToolRegistry) -> None:
             job = await services.jobs.wait(job.id, wait, progress)
             call.note_job(job)
         if job.status is JobStatus.failed and job.error:
-            raise _job_error(job)
+            raise job_error(job)
         return QuantumJob.from_job(
             job, budget=settings.max_result_bytes, measured_all_added=plan.circuit.measured_all_added
         )
-
-
-def _job_error(job: Job) -> MacroslowError:
-    error = {**(job.error or {})}
-    error["details"] = {**error.get("details", {}), "job_id": job.id}
-    return rebuild(error, prefix=f"job {job.id} failed: ")

@@ -26,6 +26,12 @@ Every call, in order (`ToolRunner.call`):
    written and covered, the result is withheld and the caller gets `backend_unavailable`;
 8. count the call (metrics) and write one log line (who, tool, outcome, duration).
 
+A client that declared the tasks extension (`mcp_server.tasks`) calling a tool declared with
+`task=` is answered with a task handle instead: `task="job"` runs steps 1-8 as above (the body
+submits its job without waiting) and then stores a task that follows the job; `task="deferred"`
+runs steps 1-4, stores the task and answers, then runs steps 5-8 after the answer, storing the
+result (with its receipt) on the task. A refusal in steps 2-4 is answered as without tasks.
+
 A failure in steps 2-4 is a refusal (`Call.refuse`: receipt `denied`, an audit line, a metric); a
 body refuses through the same method. The registered SDK `Tool` is `OwnedTool`, whose `run` hands the
 raw arguments to the runner, so argument validation is the adapter's too.
@@ -40,8 +46,9 @@ import types
 import typing
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
+import anyio
 import anyio.to_thread
 from mcp.server.mcpserver.tools import Tool
 from mcp_types import CallToolResult
@@ -50,7 +57,7 @@ from pydantic import BaseModel, Field, ValidationError
 from mcp_server import metrics
 from mcp_server.adapters.results import error_result, invalid_arguments, ok_result, with_receipt
 from mcp_server.calls import Call
-from mcp_server.errors import BackendUnavailable, InternalError, MacroslowError
+from mcp_server.errors import BackendUnavailable, Cancelled, InternalError, MacroslowError
 from mcp_server.ledger.drafts import call_draft
 from mcp_server.logs import request_id
 from mcp_server.policy.guard import Request
@@ -69,6 +76,8 @@ calls_log = logging.getLogger("mcp_server.calls")
 
 Body = Callable[..., Awaitable[BaseModel]]
 CALL_PARAMETER = "call"
+TaskKind = Literal["job", "deferred"]
+T = TypeVar("T")
 
 
 class UndeclaredTool(Exception):
@@ -84,6 +93,7 @@ class ToolSpec:
     document: str | None = None
     document_if: Callable[[str], bool] | None = None
     limits: Mapping[str, str] = field(default_factory=dict)  # argument -> `Request` field
+    task: TaskKind | None = None  # how a call becomes a task for a client that declares tasks
 
     @property
     def name(self) -> str:
@@ -114,6 +124,7 @@ class ToolRegistry:
         document: str | None = None,
         document_if: Callable[[str], bool] | None = None,
         limits: Mapping[str, str] | None = None,
+        task: TaskKind | None = None,
     ) -> Callable[[Body], Body]:
         def declare(fn: Body) -> Body:
             name = fn.__name__
@@ -131,7 +142,7 @@ class ToolRegistry:
                     raise UndeclaredTool(f"tool {name!r} declares {argument!r}, which is not an argument")
             if name in self.specs:
                 raise UndeclaredTool(f"tool {name!r} is registered twice")
-            self.specs[name] = ToolSpec(fn, operation, title, document, document_if, dict(limits or {}))
+            self.specs[name] = ToolSpec(fn, operation, title, document, document_if, dict(limits or {}), task)
             return fn
 
         return declare
@@ -161,7 +172,7 @@ class OwnedTool(Tool):
 
     async def run(
         self, arguments: dict[str, Any], context: Context[Any, Any], convert_result: bool = False
-    ) -> CallToolResult:
+    ) -> CallToolResult | dict[str, Any]:
         runner: ToolRunner = self.runner
         return await runner.call(self, arguments, context)
 
@@ -173,24 +184,55 @@ class ToolRunner:
 
     async def call(
         self, tool: OwnedTool, arguments: dict[str, Any], context: Context[Any, Any]
-    ) -> CallToolResult:
+    ) -> CallToolResult | dict[str, Any]:
+        """The call's result; or, for a client that declared the tasks extension and a tool that
+        declares `task=`, a task handle (`CreateTaskResult`, see `mcp_server.tasks`)."""
         spec: ToolSpec = tool.spec
         call = Call(spec.name, dict(arguments), ctx=context)
-        error: MacroslowError | None = None
-        structured: dict[str, Any] | None = None
+        call.in_task = spec.task is not None and wants_tasks(context)
+        admitted = await self._attempt(spec, lambda: self._admit(tool, spec, call, arguments))
+        if isinstance(admitted, MacroslowError):
+            return (await self._answer(call, admitted))[0]
+        if call.in_task and spec.task == "deferred":
+            return await self._defer(spec, call, admitted)
+        outcome = await self._attempt(spec, lambda: self._body(spec, call, admitted))
+        result, answered = await self._answer(call, outcome)
+        if answered and call.in_task and spec.task == "job" and call.backend_job_id is not None:
+            try:
+                created = await call.services.tasks.create_for_job(
+                    call.caller, spec.name, call.backend_job_id, call.task_view
+                )
+            except MacroslowError as exc:  # the job runs and is at jobs://<id>: answer as without tasks
+                log.error("tool %s: its task could not be created (%s); answered inline", spec.name, exc.code)
+                return result
+            if result.meta:
+                created["_meta"] = result.meta  # the receipt of the call that made the task
+            return created
+        return result
+
+    async def _attempt(self, spec: ToolSpec, step: Callable[[], Awaitable[T]]) -> T | MacroslowError:
+        """`step()`, or the error to answer with (an unexpected exception is logged, never shown)."""
         try:
-            model = await self._run(tool, spec, call, arguments)
-            result = ok_result(model)
-            structured = result.structured_content
+            return await step()
         except MacroslowError as exc:
             log.info("tool %s refused: %s", spec.name, exc.code)
-            error = exc
+            return exc
         except Exception:
             log.exception("tool %s failed unexpectedly", spec.name)
-            error = InternalError(
+            return InternalError(
                 f"{spec.name} failed unexpectedly inside the server; the failure is logged there"
             )
-        if error is not None:
+
+    async def _answer(self, call: Call, outcome: BaseModel | MacroslowError) -> tuple[CallToolResult, bool]:
+        """Shape the result, record the receipt (the result is withheld when it cannot be covered),
+        count and log the call. Returns the result and whether the body's own answer stands."""
+        error = outcome if isinstance(outcome, MacroslowError) else None
+        structured: dict[str, Any] | None = None
+        if error is None:
+            assert isinstance(outcome, BaseModel)
+            result = ok_result(outcome)
+            structured = result.structured_content
+        else:
             result = error_result(error)
         try:
             evidence = await self._receipt(call, structured, error)
@@ -201,11 +243,33 @@ class ToolRunner:
                 "its result is withheld; try again shortly"
             )
             result = error_result(error)
-        else:
-            if evidence is not None:
-                result = with_receipt(result, evidence)
+            observe(call, error.code)
+            return result, False
+        if evidence is not None:
+            result = with_receipt(result, evidence)
         observe(call, error.code if error is not None else "ok")
-        return result
+        return result, error is None
+
+    async def _defer(
+        self, spec: ToolSpec, call: Call, validated: dict[str, Any]
+    ) -> CallToolResult | dict[str, Any]:
+        """Answer with a task at once; the body runs after, its answer (with its receipt) ends the
+        task. Cancelled (`tasks/cancel`, or the server stopping) it records a `cancelled` receipt."""
+        call.ctx = None  # the request ends with the handle: nothing to report progress to
+
+        async def work() -> CallToolResult:
+            try:
+                outcome = await self._attempt(spec, lambda: self._body(spec, call, validated))
+            except anyio.get_cancelled_exc_class():
+                with anyio.CancelScope(shield=True):
+                    await self._answer(call, Cancelled(f"{spec.name} was cancelled before it ended"))
+                raise
+            return (await self._answer(call, outcome))[0]
+
+        try:
+            return await call.services.tasks.defer(call.caller, spec.name, work)
+        except MacroslowError as exc:  # the task could not be stored: nothing runs
+            return (await self._answer(call, exc))[0]
 
     async def refused_at_the_door(
         self, name: str, arguments: dict[str, Any] | None, principal: Principal, exc: MacroslowError
@@ -241,7 +305,11 @@ class ToolRunner:
         )
         return await anyio.to_thread.run_sync(services.ledger.record, draft)
 
-    async def _run(self, tool: OwnedTool, spec: ToolSpec, call: Call, arguments: dict[str, Any]) -> BaseModel:
+    async def _admit(
+        self, tool: OwnedTool, spec: ToolSpec, call: Call, arguments: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Steps 2-4: identify and admit the caller, validate the arguments, the document and limit
+        checks. Returns the validated arguments."""
         call.attach(await self.host.ready())  # not open: no receipt can be written, nothing to refuse
         try:
             call.principal = await self.admission.identify()
@@ -253,10 +321,31 @@ class ToolRunner:
         except MacroslowError as exc:
             raise call.refuse(exc) from None
         await call.decide(document=spec.document_of(validated), request=spec.request_of(validated))
+        return validated
+
+    async def _body(self, spec: ToolSpec, call: Call, validated: dict[str, Any]) -> BaseModel:
         model = await spec.fn(**validated, **{CALL_PARAMETER: call})
         if not isinstance(model, BaseModel):  # pragma: no cover - the declaration's return type
             raise TypeError(f"tool {spec.name} returned {type(model).__name__}, not its result model")
         return model
+
+
+def wants_tasks(context: Context[Any, Any] | None) -> bool:
+    """Whether this request's client declared the tasks extension, on a protocol version that can
+    carry a task handle (2026-07-28 and later; older wires cannot)."""
+    from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+
+    from mcp_server.tasks import TASKS_EXTENSION
+
+    if context is None:
+        return False
+    try:
+        version = context.protocol_version
+        capabilities = context.client_capabilities
+    except (ValueError, RuntimeError):  # no request context (called outside a request)
+        return False
+    declared = capabilities.extensions if capabilities is not None else None
+    return version in MODERN_PROTOCOL_VERSIONS and bool(declared) and TASKS_EXTENSION in declared  # type: ignore[operator]
 
 
 def validate(tool: Tool, arguments: dict[str, Any]) -> dict[str, Any]:

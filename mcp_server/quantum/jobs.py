@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from mcp_server.errors import InvalidDocument
+from mcp_server.errors import InvalidDocument, MacroslowError, rebuild
 from mcp_server.ledger.receipts import json_digest
 from mcp_server.quantum.backends import JobStatus
 
@@ -94,3 +94,10 @@ def attestation(job: Job) -> dict[str, Any]:
         "status": job.status.value,
         "counts_digest": json_digest(counts) if counts is not None else None,
     }
+
+
+def job_error(job: Job) -> MacroslowError:
+    """The error a failed job answers with: its recorded error, naming the job."""
+    error = {**(job.error or {})}
+    error["details"] = {**error.get("details", {}), "job_id": job.id}
+    return rebuild(error, prefix=f"job {job.id} failed: ")
