@@ -16,10 +16,12 @@ import pytest
 from mcp.client import Client
 from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult
+from sqlalchemy import update
 
 from mcp_server.ledger.store import Ledger
 from mcp_server.server import build_server
 from mcp_server.settings import Settings
+from mcp_server.tasks.store import TaskRow
 from tests.llm.openai_fake import FakeOpenAI, Fault
 from tests.quantum.test_cancellation import newest_job
 from tests.quantum.test_run_tool import BELL, read_job, slow_circuit, wait_for
@@ -189,3 +191,50 @@ async def test_an_expired_task_is_gone_and_its_receipts_still_verify(
         ledger: Ledger = services.ledger
         report = await anyio.to_thread.run_sync(ledger.verify)
     assert report.receipts >= 2 and not report.uncovered
+
+
+async def test_a_model_call_running_in_another_process_is_cancelled_through_the_flag(
+    llm_settings: Callable[..., Settings], fake: FakeOpenAI
+) -> None:
+    """Two servers on one database: the task runs in A; B, which does not run it, flags it; A stops
+    it at its next heartbeat."""
+    fake.always = Fault(delay=5.0)
+    settings = llm_settings(quantum_heartbeat_seconds=0.1)
+    async with tasks_client(settings) as a, tasks_client(settings) as b:
+        handle = await call(a, "query_openai", {"prompt": "Say hello slowly"})
+        with anyio.fail_after(10):
+            while not fake.requests:
+                await anyio.sleep(0.02)
+        await send(b, "tasks/cancel", handle.task_id)
+        task = await settle(b, handle.task_id, 10)
+        assert task["status"] == "cancelled"
+        [receipt] = await receipts(a, "query_openai")
+    assert receipt["outcome"] == "cancelled"
+
+
+async def test_a_task_whose_process_stopped_beating_fails(make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings(quantum_heartbeat_seconds=0.1)
+    server = build_server(settings)
+    async with Client(server, extensions=[TasksRequester()]) as client:
+        await client.call_tool("validate_maml", {"document": "x"})  # the services are open
+        tasks = server.host.current().tasks
+        principal = await server.admission.identify()
+        # A task a process that has since died was running: its heartbeat is a minute old.
+        record = tasks.store.create(
+            "orphan-task", principal=principal.uri, tool="query_openai", ttl_seconds=None
+        )
+        assert record.runner is None
+        with tasks.store.engine.begin() as conn:
+            conn.execute(
+                update(TaskRow)
+                .where(TaskRow.id == "orphan-task")
+                .values(runner="gone", heartbeat_at=time.time() - 60)
+            )
+        assert (await get(client, "orphan-task"))["status"] == "working"
+        await tasks.beat()
+        task = await get(client, "orphan-task")
+    assert task["status"] == "failed"
+    assert task["error"] == {
+        "code": -32603,
+        "message": "the server process running this task stopped before it ended",
+    }
