@@ -216,8 +216,8 @@ async def _open(settings: Settings, policy: Policy, listeners: list[Listener], b
         for listener in listeners:
             services.jobs.subscribe(listener)
         services.jobs.start()
-        services.tasks.start()
         await bus.start()
+        services.tasks.start()  # last: a failure above closes the services with `started=False`
     except BaseException:
         await _close(services, started=False)
         raise

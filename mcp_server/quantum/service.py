@@ -158,14 +158,14 @@ class JobService:
         job = await anyio.to_thread.run_sync(self.store.get, job_id)
         if not access.may_see(principal, job):
             raise NotFound(f"no job {job_id!r}")
-        return await self._reconcile(job)
+        return await self.reconcile(job)
 
     async def list(self, principal: Principal, limit: int = 50) -> list[Job]:
         owner = access.job_owner_filter(principal)
         jobs = await anyio.to_thread.run_sync(lambda: self.store.recent(owner, limit=limit))
         return [j for j in jobs if access.may_see(principal, j)]
 
-    async def _reconcile(self, job: Job) -> Job:
+    async def reconcile(self, job: Job) -> Job:
         """A local job whose runner stopped beating is interrupted; say so now rather than later."""
         stale = (
             job.backend == "local"
@@ -317,7 +317,7 @@ class JobService:
         active = self._active.get(job_id)
         if active is None:  # running in another server process: it acts on the flag
             await anyio.to_thread.run_sync(self.store.request_cancel, job_id)
-            return await self._reconcile(await anyio.to_thread.run_sync(self.store.get, job_id))
+            return await self.reconcile(await anyio.to_thread.run_sync(self.store.get, job_id))
         active.cancel_reason = reason
         if active.handle is not None:
             active.handle.cancel(reason)

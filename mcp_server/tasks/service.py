@@ -177,12 +177,14 @@ class TaskService:
         await self._own(principal, task_id)
 
     async def _job(self, record: TaskRecord) -> Job | None:
+        """The task's job as the job service shows it to the task's creator (a job whose process
+        stopped beating reads `interrupted`); a job deleted by its retention: the task expired."""
         if record.job_id is None:
             return None
         job = await anyio.to_thread.run_sync(self.jobs.store.find, record.job_id)
         if job is None:
             raise NotFound("task has expired")
-        return job
+        return await self.jobs.reconcile(job)
 
     # -- rendering ----------------------------------------------------------------------------
     def _render(self, record: TaskRecord, job: Job | None) -> dict[str, Any]:
