@@ -84,35 +84,26 @@ class TaskService:
         self, principal: Principal, tool: str, job_id: str, view: dict[str, Any]
     ) -> dict[str, Any]:
         """The task of a submitted job, committed; returns the `CreateTaskResult`."""
-        record = await anyio.to_thread.run_sync(
-            lambda: self.store.create(
-                _new_id(),
-                principal=principal.uri,
-                tool=tool,
-                ttl_seconds=self.ttl_seconds,
-                job_id=job_id,
-                view=view,
-            )
-        )
+        record = await self._create(principal, tool, job_id=job_id, view=view)
         return {"resultType": "task", **self._render(record, await self._job(record))}
 
     async def defer(self, principal: Principal, tool: str, work: Work) -> dict[str, Any]:
         """A task whose `work` runs in this process once the handle is returned; the work's result
         (or its cancellation) ends the task. Returns the `CreateTaskResult`."""
-        record = await anyio.to_thread.run_sync(
-            lambda: self.store.create(
-                _new_id(),
-                principal=principal.uri,
-                tool=tool,
-                ttl_seconds=self.ttl_seconds,
-                runner=self.runner,
-            )
-        )
+        record = await self._create(principal, tool, runner=self.runner)
         task_id = record.id
         # The work runs as its own asyncio task (it copies this request's context: the caller's
         # verified token stays its caller), not in the request's scope, which ends with the answer.
         self._running[task_id] = asyncio.get_running_loop().create_task(self._run(task_id, work))
         return {"resultType": "task", **self._render(record, None)}
+
+    async def _create(self, principal: Principal, tool: str, **fields: Any) -> TaskRecord:
+        """A new working task of `principal`'s, committed when this returns."""
+        return await anyio.to_thread.run_sync(
+            lambda: self.store.create(
+                _new_id(), principal=principal.uri, tool=tool, ttl_seconds=self.ttl_seconds, **fields
+            )
+        )
 
     async def _run(self, task_id: str, work: Work) -> None:
         try:

@@ -73,7 +73,8 @@ async def test_a_client_without_the_extension_is_answered_as_before(
     settings = make_settings()
     for client in (Client(build_server(settings)), tasks_client(settings, mode="legacy")):
         async with client:
-            result = await client.session.call_tool("run_quantum_circuit", {"circuit": BELL, "seed": 5})
+            arguments = {"circuit": BELL, "seed": 5, "wait_seconds": 60}
+            result = await client.session.call_tool("run_quantum_circuit", arguments)
             assert isinstance(result, CallToolResult) and not result.is_error
             assert result.structured_content["status"] == "succeeded"
 
@@ -158,19 +159,25 @@ async def test_a_model_call_runs_as_a_deferred_task(
     assert len(fake.requests) == 1
 
 
+@pytest.mark.parametrize("via", ["the process running it", "another process"])
 async def test_a_deferred_task_cancelled_records_a_cancelled_receipt(
-    llm_settings: Callable[..., Settings], fake: FakeOpenAI
+    llm_settings: Callable[..., Settings], fake: FakeOpenAI, via: str
 ) -> None:
+    """Cancelled through the server running the model call, it stops at once; through another server
+    on the same database (which does not run it), it is flagged and stops at the runner's next
+    heartbeat."""
     fake.always = Fault(delay=5.0)
-    async with tasks_client(llm_settings()) as client:
-        handle = await call(client, "query_openai", {"prompt": "Say hello slowly"})
+    settings = llm_settings(quantum_heartbeat_seconds=0.1)
+    async with tasks_client(settings) as a, tasks_client(settings) as b:
+        handle = await call(a, "query_openai", {"prompt": "Say hello slowly"})
         with anyio.fail_after(10):
             while not fake.requests:
                 await anyio.sleep(0.02)
-        await send(client, "tasks/cancel", handle.task_id)
-        task = await settle(client, handle.task_id, 10)
+        canceller = a if via == "the process running it" else b
+        await send(canceller, "tasks/cancel", handle.task_id)
+        task = await settle(canceller, handle.task_id, 10)
         assert task["status"] == "cancelled"
-        [receipt] = await receipts(client, "query_openai")
+        [receipt] = await receipts(a, "query_openai")
     assert receipt["outcome"] == "cancelled"
 
 
@@ -191,25 +198,6 @@ async def test_an_expired_task_is_gone_and_its_receipts_still_verify(
         ledger: Ledger = services.ledger
         report = await anyio.to_thread.run_sync(ledger.verify)
     assert report.receipts >= 2 and not report.uncovered
-
-
-async def test_a_model_call_running_in_another_process_is_cancelled_through_the_flag(
-    llm_settings: Callable[..., Settings], fake: FakeOpenAI
-) -> None:
-    """Two servers on one database: the task runs in A; B, which does not run it, flags it; A stops
-    it at its next heartbeat."""
-    fake.always = Fault(delay=5.0)
-    settings = llm_settings(quantum_heartbeat_seconds=0.1)
-    async with tasks_client(settings) as a, tasks_client(settings) as b:
-        handle = await call(a, "query_openai", {"prompt": "Say hello slowly"})
-        with anyio.fail_after(10):
-            while not fake.requests:
-                await anyio.sleep(0.02)
-        await send(b, "tasks/cancel", handle.task_id)
-        task = await settle(b, handle.task_id, 10)
-        assert task["status"] == "cancelled"
-        [receipt] = await receipts(a, "query_openai")
-    assert receipt["outcome"] == "cancelled"
 
 
 async def test_a_task_whose_process_stopped_beating_fails(make_settings: Callable[..., Settings]) -> None:
