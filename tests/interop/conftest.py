@@ -1,6 +1,7 @@
 """Fixtures for driving the server with another implementation's client: the official TypeScript MCP
-SDK (npm `@modelcontextprotocol/sdk`, and the 2.x `@modelcontextprotocol/client`), installed once per
-session with `npm ci` from the pinned lockfile in tests/interop/ts, and run through `ts/client.mjs`."""
+SDK (npm `@modelcontextprotocol/sdk`, and the 2.x `@modelcontextprotocol/client`) and the tasks
+requester `@modelcontextprotocol/ext-tasks`, installed once per session with `npm ci` from the
+pinned lockfile in tests/interop/ts, and run through `ts/client.mjs` (and its siblings)."""
 
 from __future__ import annotations
 
